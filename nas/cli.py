@@ -1,0 +1,172 @@
+"""The `nas` command line.
+
+Mistakes in the input print one line (`error: ...`) and exit with code 2; `--debug` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nas.errors import NasError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Architecture search for fast video models against a FLOPs or latency budget.",
+)
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show tracebacks instead of one-line errors."
+    ),
+) -> None:
+    """Options before the command apply to every command."""
+
+
+def _gflops(macs: float) -> str:
+    return f"{macs / 1e9:,.3f}"
+
+
+@app.command()
+def teachers() -> None:
+    """List the built-in teachers with their parameters and GFLOPs at the default input size."""
+    from nas.cost import cost_report
+    from nas.teachers import TEACHERS, load_teacher
+
+    table = Table(title="teachers", title_justify="left")
+    for column in ("name", "aliases", "output", "default input", "params", "GFLOPs"):
+        table.add_column(column, justify="right" if column in ("params", "GFLOPs") else "left")
+    for name in TEACHERS:
+        try:
+            teacher = load_teacher(name, device="meta")
+        except NasError as exc:  # a teacher whose data package is missing is listed, not fatal
+            table.add_row(
+                name, ", ".join(TEACHERS.aliases_of(name)), f"unavailable: {exc}", "", "", ""
+            )
+            continue
+        size = teacher.input_spec.default_size
+        report = cost_report(teacher.module, size)
+        table.add_row(
+            name,
+            ", ".join(TEACHERS.aliases_of(name)),
+            teacher.output_kind.value,
+            f"{size[0]}x{size[1]}",
+            f"{report.params:,}",
+            _gflops(report.macs),
+        )
+    console.print(table)
+    console.print("Also: onnx:PATH (any ONNX model) and module:callable (your own factory).")
+
+
+@app.command()
+def cost(
+    teacher: str = typer.Option(
+        "deeplabv3", "--teacher", "-t", help="Teacher name, onnx:PATH or module:callable."
+    ),
+    input_size: str | None = typer.Option(
+        None, "--input-size", help="HxW, e.g. 520x520 (default: the teacher's)."
+    ),
+    per_layer: bool = typer.Option(False, "--per-layer", help="One row per conv layer."),
+    latency: str | None = typer.Option(
+        None, "--latency", help="Also measure latency on this device (cpu, cuda)."
+    ),
+    aux: bool = typer.Option(
+        False, "--aux", help="Count the auxiliary head (torchvision's published figures)."
+    ),
+    teacher_weights: Path | None = typer.Option(
+        None, "--teacher-weights", help="State dict file (torch.save)."
+    ),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", help="Classes of a DeepLabV3-family head."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for latency (default: all cores)."
+    ),
+) -> None:
+    """Multiply-adds (GFLOPs), parameters and, optionally, latency of a teacher."""
+    from nas.cost import cost_report
+    from nas.latency import conv_latencies, default_threads, parse_device, time_module
+    from nas.sizes import check_multiple, parse_size
+    from nas.teachers import load_teacher
+
+    size = parse_size(input_size) if input_size is not None else None
+    device = parse_device(latency) if latency is not None else None
+    model = load_teacher(
+        teacher,
+        weights=teacher_weights,
+        num_classes=num_classes,
+        aux=aux,
+        device=str(device) if device is not None else "meta",
+    )
+    size = size or model.input_spec.default_size
+    check_multiple(size, model.input_spec.size_multiple, who=f"teacher {model.name}")
+    report = cost_report(model.module, size)
+    has_aux = any(name.startswith("aux_classifier") for name, _ in model.module.named_children())
+
+    summary = Table(show_header=False, box=None, pad_edge=False)
+    summary.add_row("teacher", model.name + (" (aux head on)" if has_aux else ""))
+    summary.add_row("input", f"1x3x{size[0]}x{size[1]}")
+    summary.add_row(
+        "GFLOPs", f"{_gflops(report.macs)}  (multiply-adds, as torchvision counts them)"
+    )
+    summary.add_row("parameters", f"{report.params:,}")
+    summary.add_row(
+        "conv layers", f"{len(report.layers)}  ({_gflops(report.conv_macs)} GFLOPs in convs)"
+    )
+    timings = {}
+    if device is not None:
+        threads = threads or default_threads()
+        whole = time_module(model.module, (1, 3, *size), device=device, threads=threads)
+        summary.add_row(
+            f"latency ({device}, {threads} threads)",
+            f"{whole.median * 1e3:.2f} ms median of {whole.repeats} "
+            f"(range {whole.low * 1e3:.2f}-{whole.high * 1e3:.2f})",
+        )
+        if per_layer:
+            timings = conv_latencies(report.layers, device=device, threads=threads)
+    console.print(summary)
+
+    if per_layer:
+        table = Table(title="conv layers in execution order", title_justify="left")
+        for column in ("#", "path", "c_in>c_out", "k/s/g/d", "in>out", "BN", "MFLOPs", "%"):
+            table.add_column(column, justify="right" if column in ("#", "MFLOPs", "%") else "left")
+        if timings:
+            table.add_column("ms", justify="right")
+        for layer in report.layers:
+            row = [
+                str(layer.index),
+                layer.path,
+                f"{layer.c_in}>{layer.c_out}",
+                f"{layer.kernel[0]}x{layer.kernel[1]}/{layer.stride[0]}/{layer.groups}/{layer.dilation[0]}",
+                f"{layer.in_hw[0]}x{layer.in_hw[1]}>{layer.out_hw[0]}x{layer.out_hw[1]}",
+                "yes" if layer.bn_path else "",
+                f"{layer.macs / 1e6:,.1f}",
+                f"{100 * layer.macs / report.macs:.1f}",
+            ]
+            if timings:
+                row.append(f"{timings[layer.path] * 1e3:.3f}")
+            table.add_row(*row)
+        console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning input errors into one line and exit code 2."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="nas")  # usage errors of the parser itself exit 2 there
+    except NasError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

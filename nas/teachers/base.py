@@ -1,0 +1,93 @@
+"""What every teacher carries: its module and how to feed and read it.
+
+Data loading, distillation losses and evaluators read these fields instead of guessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class OutputKind(str, Enum):
+    """How to read a teacher's output tensor."""
+
+    PIXEL_LOGITS = "pixel_logits"  # N x classes x H x W, argmax per pixel (segmentation)
+    PROB_MAP = "prob_map"  # N x 1 x H x W, probabilities in [0, 1] (e.g. text detection)
+    IMAGE_LOGITS = "image_logits"  # N x classes, one prediction per frame (recognition)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How frames are fed: `(rgb / 255 - mean) / std` per channel, at sizes of `multiple`."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    size_multiple: int
+    default_size: tuple[int, int]  # (height, width)
+
+    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 255] float frames, N x 3 x H x W -> the teacher's input."""
+        mean = torch.tensor(self.mean, device=frames.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=frames.device).view(1, 3, 1, 1)
+        return (frames.float() / 255.0 - mean) / std
+
+
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+UNIT_RANGE = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+@dataclass(frozen=True, eq=False)
+class Teacher:
+    """A trained (or randomly initialised) model in eval mode, with what is needed to use it.
+
+    `module` is the network itself, so module paths (`backbone.0.0`) are the model's own;
+    calling the teacher runs it and returns the one output tensor (no aux head, no dict).
+    `weights_id` names the weights: a file's SHA-256, or `init:seed=N` for a seeded random init.
+    """
+
+    name: str
+    module: nn.Module
+    input_spec: InputSpec
+    output_kind: OutputKind
+    num_classes: int
+    weights_id: str
+    output_key: str | None = None  # the entry to read when the module returns a dict
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return select_output(self.module(x), self.output_key)
+
+
+def select_output(out, key: str | None) -> torch.Tensor:
+    """The teacher's prediction from whatever its module returns (a tensor or a dict)."""
+    if isinstance(out, dict):
+        return out[key or "out"]
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out
+
+
+def infer_output_kind(shape: torch.Size) -> tuple[OutputKind, int]:
+    """Output kind and class count from an output shape (for teachers that do not say)."""
+    if len(shape) == 2:
+        return OutputKind.IMAGE_LOGITS, int(shape[1])
+    if len(shape) == 4:
+        return (
+            (OutputKind.PROB_MAP, 1) if shape[1] == 1 else (OutputKind.PIXEL_LOGITS, int(shape[1]))
+        )
+    raise ValueError(
+        f"cannot read an output of shape {tuple(shape)}: expected N x C or N x C x H x W"
+    )
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

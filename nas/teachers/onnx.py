@@ -1,0 +1,152 @@
+"""ONNX models as teachers, converted to PyTorch with onnx2torch.
+
+`onnx:PATH` takes any ONNX file. Exporters such as paddle2onnx store weights as `Constant`
+nodes, which onnx2torch does not turn into parameters; they are moved into the graph's
+initializers first. The built-in `ppocrv4_det` is the PP-OCRv4 text detector that the
+`rapidocr-onnxruntime` package ships: a real trained dense-prediction CNN.
+
+ONNX teachers are always materialised on a real device: their converted graphs read constants
+(resize scales, shapes) at run time, which shape-only `meta` tensors cannot give.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from nas.errors import NasError
+from nas.teachers.base import (
+    UNIT_RANGE,
+    InputSpec,
+    OutputKind,
+    Teacher,
+    file_sha256,
+    infer_output_kind,
+    select_output,
+)
+from nas.teachers.registry import TEACHERS
+from nas.torchvision_compat import ensure_torchvision_importable
+from nas.trace import traced_forward
+
+DEFAULT_SIZE = (480, 640)
+
+
+def constants_to_initializers(model) -> int:
+    """Move tensor-valued `Constant` nodes into initializers, in place; return how many."""
+    graph = model.graph
+    kept, moved = [], 0
+    for node in graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type == "Constant" and len(node.output) == 1 and set(attrs) == {"value"}:
+            tensor = type(attrs["value"].t)()
+            tensor.CopyFrom(attrs["value"].t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+            moved += 1
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return moved
+
+
+def _static_hw(model) -> tuple[int, int] | None:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
+        return int(dims[2].dim_value), int(dims[3].dim_value)
+    return None
+
+
+def convert_onnx(path: str | Path) -> tuple[torch.nn.Module, tuple[int, int] | None]:
+    """An ONNX file as an eval-mode torch module, and its static input size if it has one."""
+    path = Path(path)
+    if not path.is_file():
+        raise NasError(f"ONNX file '{path}' does not exist: use onnx:PATH with a .onnx file")
+    import onnx
+
+    ensure_torchvision_importable()  # onnx2torch imports torchvision
+    import onnx2torch
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError and friends with no common base
+        raise NasError(f"cannot read ONNX file '{path}': {str(exc)[:160]}") from exc
+    constants_to_initializers(model)
+    try:
+        module = onnx2torch.convert(model)
+    except NotImplementedError as exc:
+        raise NasError(f"cannot convert ONNX file '{path}': {str(exc)[:200]}") from exc
+    return module.eval(), _static_hw(model)
+
+
+def onnx_teacher(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    input_spec: InputSpec | None = None,
+    output_kind: OutputKind | None = None,
+    device: str = "cpu",
+) -> Teacher:
+    """A teacher from an ONNX file; unknown feeding details default to [0, 1] RGB inputs."""
+    module, static = convert_onnx(path)
+    spec = input_spec or InputSpec(
+        **UNIT_RANGE, size_multiple=1, default_size=static or DEFAULT_SIZE
+    )
+    probe, _ = traced_forward(module, (1, 3, *spec.default_size), nullcontext)
+    kind, classes = infer_output_kind(select_output(probe, None).shape)
+    module = module.to("cpu" if device == "meta" else device)
+    return Teacher(
+        name=name or f"onnx:{path}",
+        module=module,
+        input_spec=spec,
+        output_kind=output_kind or kind,
+        num_classes=classes,
+        weights_id=file_sha256(path),
+    )
+
+
+def check_no_weight_options(name: str, weights, num_classes) -> None:
+    if weights is not None:
+        raise NasError(
+            f"teacher {name} takes its weights from its ONNX file: drop --teacher-weights"
+        )
+    if num_classes is not None:
+        raise NasError(f"--num-classes applies to the DeepLabV3 family, not to {name}")
+
+
+PPOCR_INPUT = InputSpec(
+    mean=(0.5,) * 3, std=(0.5,) * 3, size_multiple=32, default_size=DEFAULT_SIZE
+)
+
+
+def ppocr_det_path() -> Path:
+    """The PP-OCRv4 detector inside the installed `rapidocr-onnxruntime` package."""
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or spec.origin is None:
+        raise NasError(
+            "teacher ppocrv4_det needs the rapidocr-onnxruntime package: "
+            "pip install --no-deps rapidocr-onnxruntime==1.4.4"
+        )
+    return Path(spec.origin).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+
+
+@TEACHERS.register("ppocrv4_det", aliases=("ppocr",))
+def ppocrv4_det(
+    *,
+    weights: Path | None = None,
+    num_classes: int | None = None,
+    aux: bool = False,
+    device: str = "cpu",
+) -> Teacher:
+    """PP-OCRv4 text detector (1.17 M params, Apache-2.0): a one-channel text-probability map."""
+    check_no_weight_options("ppocrv4_det", weights, num_classes)
+    return onnx_teacher(
+        ppocr_det_path(),
+        name="ppocrv4_det",
+        input_spec=PPOCR_INPUT,
+        output_kind=OutputKind.PROB_MAP,
+        device=device,
+    )
