@@ -1,0 +1,11 @@
+"""Evaluators: metrics and costs of a model, registered by name.
+
+    EVALUATORS.get("cost")(model, input_size=(520, 520))   # {"gflops": ..., "params": ...}
+"""
+
+from evaluators import cost as _cost
+from evaluators.registry import EVALUATORS
+
+__all__ = ["EVALUATORS"]
+
+del _cost  # imported for its registrations

@@ -43,7 +43,10 @@ class Budget:
     def __str__(self) -> str:
         if self.kind is CostKind.LATENCY:
             return f"{self.value * 1e3:g}ms"
-        return f"{self.value / 1e9:g}GFLOPs"
+        for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+            if self.value >= scale:
+                return f"{self.value / scale:g}{prefix}FLOPs"
+        return f"{self.value:g}FLOPs"
 
 
 def parse_budget(text: str) -> Budget:

@@ -92,8 +92,12 @@ def cost(
     threads: int | None = typer.Option(
         None, "--threads", help="CPU threads for latency (default: all cores)."
     ),
+    budget: str | None = typer.Option(
+        None, "--budget", help="Compare with a budget, e.g. 5GFLOPs or 40ms."
+    ),
 ) -> None:
     """Multiply-adds (GFLOPs), parameters and, optionally, latency of a teacher."""
+    from nas.budget import CostKind, parse_budget
     from nas.cost import cost_report
     from nas.latency import conv_latencies, default_threads, parse_device, time_module
     from nas.sizes import check_multiple, parse_size
@@ -101,6 +105,9 @@ def cost(
 
     size = parse_size(input_size) if input_size is not None else None
     device = parse_device(latency) if latency is not None else None
+    limit = parse_budget(budget) if budget is not None else None
+    if limit is not None and limit.kind is CostKind.LATENCY and device is None:
+        raise NasError(f"a latency budget ({limit}) needs a device to measure on: add --latency cpu")
     model = load_teacher(
         teacher,
         weights=teacher_weights,
@@ -134,6 +141,9 @@ def cost(
         )
         if per_layer:
             timings = conv_latencies(report.layers, device=device, threads=threads)
+    if limit is not None:
+        actual = whole.median if limit.kind is CostKind.LATENCY else report.macs
+        summary.add_row(f"budget {limit}", _budget_verdict(limit.value / actual))
     console.print(summary)
 
     if per_layer:
@@ -157,6 +167,12 @@ def cost(
                 row.append(f"{timings[layer.path] * 1e3:.3f}")
             table.add_row(*row)
         console.print(table)
+
+
+def _budget_verdict(fraction: float) -> str:
+    if fraction >= 1:
+        return f"{100 * fraction:.1f}% of the teacher: the teacher already fits"
+    return f"{100 * fraction:.1f}% of the teacher: a {1 / fraction:.2f}x reduction per frame"
 
 
 def main(argv: list[str] | None = None) -> None:

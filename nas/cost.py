@@ -27,7 +27,7 @@ def conv_out_size(
 def conv_macs(
     *, c_in: int, c_out: int, kernel: tuple[int, int], out_hw: tuple[int, int], groups: int = 1
 ) -> int:
-    """Multiply-adds of one conv call: each output element sums (c_in / groups) * kh * kw products."""
+    """Multiply-adds of one conv call: each output sums (c_in / groups) * kh * kw products."""
     return c_out * out_hw[0] * out_hw[1] * (c_in // groups) * kernel[0] * kernel[1]
 
 

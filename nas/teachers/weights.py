@@ -68,4 +68,5 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, who: str, so
         raise NasError(
             f"weights file '{source}' does not fit teacher {who}; " + "; ".join(problems)
         )
-    module.load_state_dict(state, strict=True)
+    if not any(t.is_meta for t in own.values()):  # a shape-only module has nothing to copy into
+        module.load_state_dict(state, strict=True)

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny teachers and a runner for the real `nas` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class TinySegNet(nn.Module):
+    """A small conv net with the shapes of a segmentation teacher (BN, depthwise, dilation)."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 16, 1)
+        self.dilated = nn.Conv2d(16, 16, 3, padding=2, dilation=2)
+        self.head = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        x = torch.relu(self.stem(x))
+        x = torch.relu(self.pw(self.dw(x)))
+        x = torch.relu(self.dilated(x))
+        return nn.functional.interpolate(self.head(x), size=size, mode="bilinear")
+
+
+def build_tiny(num_classes: int = 3) -> TinySegNet:
+    """A `module:callable` factory for tests: `tests.conftest:build_tiny`."""
+    generator_state = torch.random.fork_rng(devices=[])
+    with generator_state:
+        torch.manual_seed(0)
+        return TinySegNet(num_classes)
+
+
+@pytest.fixture
+def tiny_net() -> TinySegNet:
+    return build_tiny()
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_nas(tmp_path):
+    """Run the installed `nas` command in a subprocess, as a user would."""
+
+    def run(*args: str, timeout: float = 300) -> Result:
+        env = dict(os.environ, NAS_CACHE_DIR=str(tmp_path / "cache"), COLUMNS="200")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        proc = subprocess.run(
+            [sys.executable, "-m", "nas", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=tmp_path,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run

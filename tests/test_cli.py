@@ -1,0 +1,112 @@
+"""The `nas` command, run as a user runs it: published figures, tables, and one-line errors."""
+
+import re
+
+import pytest
+import torch
+
+from nas.cost import count_macs
+from nas.teachers import load_teacher
+
+# torchvision's published multiply-adds (GFLOPS column) and parameters at 1x3x520x520, aux head on.
+PUBLISHED = {
+    "deeplabv3_resnet50": ("178.722", "42,004,074"),
+    "deeplabv3_resnet101": ("258.743", "60,996,202"),
+    "deeplabv3_mobilenet_v3_large": ("10.452", "11,029,328"),
+    "lraspp_mobilenet_v3_large": ("2.086", "3,221,538"),
+}
+# Without the aux head (inference), as DESIGN.md lists them.
+INFERENCE = {"deeplabv3_resnet50": "168.731", "deeplabv3_mobilenet_v3_large": "10.436"}
+
+
+def field(stdout: str, name: str) -> str:
+    match = re.search(rf"^{re.escape(name)}\s+(\S+)", stdout, re.MULTILINE)
+    assert match, f"no '{name}' line in:\n{stdout}"
+    return match[1]
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_cost_reproduces_published_figures(run_nas, name):
+    result = run_nas("cost", "--teacher", name, "--input-size", "520x520", "--aux")
+    assert result.returncode == 0, result.stderr
+    assert (field(result.stdout, "GFLOPs"), field(result.stdout, "parameters")) == PUBLISHED[name]
+
+
+@pytest.mark.parametrize("name", INFERENCE)
+def test_cost_without_aux_head(run_nas, name):
+    result = run_nas("cost", "--teacher", name)
+    assert result.returncode == 0, result.stderr
+    assert field(result.stdout, "GFLOPs") == INFERENCE[name]
+    assert field(result.stdout, "input") == "1x3x520x520"
+
+
+def test_teachers_table(run_nas):
+    result = run_nas("teachers")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert {"deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "ppocrv4_det"} <= set(rows)
+    assert "deeplabv3" in rows["deeplabv3_mobilenet_v3_large"] and "10.436" in rows["deeplabv3_mobilenet_v3_large"]
+    assert "1,171,464" in rows["ppocrv4_det"] and "prob_map" in rows["ppocrv4_det"]
+
+
+def test_per_layer_with_latency_and_budget(run_nas):
+    result = run_nas(
+        "cost", "--teacher", "lraspp_mobilenet_v3_large", "--input-size", "128x128",
+        "--per-layer", "--latency", "cpu", "--threads", "1", "--budget", "60MFLOPs",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    layer_rows = [line for line in result.stdout.splitlines() if re.match(r"│\s+\d+ │", line)]
+    assert len(layer_rows) == 66
+    assert re.search(r"^latency \(cpu, 1 threads\)\s+\d+\.\d+ ms median", result.stdout, re.MULTILINE)
+    assert "backbone.0.0" in layer_rows[0] and "yes" in layer_rows[0]  # BN folded into the stem
+    macs = count_macs(load_teacher("lraspp_mobilenet_v3_large", device="meta").module, (128, 128))
+    verdict = f"{100 * 60e6 / macs:.1f}% of the teacher: a {macs / 60e6:.2f}x reduction"
+    assert re.search(rf"^budget 60MFLOPs\s+{re.escape(verdict)}", result.stdout, re.MULTILINE)
+
+
+def _bad_weights(tmp_path):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"\x00\x01 definitely not a checkpoint")
+    return str(path)
+
+
+def _other_arch_weights(tmp_path):
+    path = tmp_path / "lraspp.pth"
+    torch.save(load_teacher("lraspp_mobilenet_v3_large").module.state_dict(), path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cost", "--teacher", "nope"], "unknown teacher 'nope'; known: deeplabv3_mobilenet_v3_large"),
+        (["cost", "--budget", "5 parsecs"], "invalid budget '5 parsecs': expected a cost such as 5GFLOPs"),
+        (["cost", "--input-size", "520by520"], "invalid input size '520by520': expected HxW"),
+        (["cost", "--teacher", "ppocr", "--input-size", "500x500"], "multiples of 32, e.g. 512x512"),
+        (["cost", "--teacher-weights", "{bad}"], "cannot read weights file"),
+        (["cost", "--teacher-weights", "{missing}"], "does not exist"),
+        (["cost", "--teacher-weights", "{other}"], "does not fit teacher deeplabv3_mobilenet_v3_large"),
+        (["cost", "--latency", "tpu"], "unknown device 'tpu'"),
+        (["cost", "--teacher", "onnx:missing.onnx"], "ONNX file 'missing.onnx' does not exist"),
+        (["cost", "--budget", "40ms"], "needs a device to measure on"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(run_nas, tmp_path, args, message):
+    paths = {"{bad}": _bad_weights, "{other}": _other_arch_weights, "{missing}": lambda t: str(t / "no.pth")}
+    args = [paths[a](tmp_path) if a in paths else a for a in args]
+    result = run_nas(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_debug_shows_traceback(run_nas):
+    result = run_nas("--debug", "cost", "--teacher", "nope")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "NasError: unknown teacher 'nope'" in result.stderr
+
+
+def test_unknown_option_is_a_usage_error(run_nas):
+    result = run_nas("cost", "--frobnicate")
+    assert result.returncode == 2 and "No such option" in result.stderr
