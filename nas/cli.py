@@ -107,7 +107,9 @@ def cost(
     device = parse_device(latency) if latency is not None else None
     limit = parse_budget(budget) if budget is not None else None
     if limit is not None and limit.kind is CostKind.LATENCY and device is None:
-        raise NasError(f"a latency budget ({limit}) needs a device to measure on: add --latency cpu")
+        raise NasError(
+            f"a latency budget ({limit}) needs a device to measure on: add --latency cpu"
+        )
     model = load_teacher(
         teacher,
         weights=teacher_weights,

@@ -217,11 +217,6 @@ def test_missing_onnx_file_is_named():
         pytest.param(
             b"\x08\x07",  # parses as a ModelProto (ir_version=7) with no graph at all
             id="graph-less-model",
-            marks=pytest.mark.xfail(
-                raises=IndexError,
-                strict=True,
-                reason="bug: nas/teachers/onnx.py _static_hw reads graph.input[0] unchecked",
-            ),
         ),
     ],
 )

@@ -35,7 +35,9 @@ def test_unknown_teacher_lists_known():
     with pytest.raises(NasError) as info:
         load_teacher("resnet9000")
     message = str(info.value)
-    assert "deeplabv3_resnet50" in message and "onnx:PATH" in message and "module:callable" in message
+    assert (
+        "deeplabv3_resnet50" in message and "onnx:PATH" in message and "module:callable" in message
+    )
 
 
 def test_seeded_init_is_deterministic_and_leaves_global_rng_alone():
@@ -45,7 +47,10 @@ def test_seeded_init_is_deterministic_and_leaves_global_rng_alone():
     a = load_teacher("lraspp_mobilenet_v3_large")
     b = load_teacher("lraspp_mobilenet_v3_large")
     assert torch.rand(1) == expected
-    assert all(torch.equal(x, y) for x, y in zip(a.module.state_dict().values(), b.module.state_dict().values()))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.module.state_dict().values(), b.module.state_dict().values(), strict=True)
+    )
     assert a.weights_id == "init:seed=0"
 
 
@@ -76,7 +81,7 @@ def test_weights_load_exactly_and_infer_classes(lraspp_weights):
 
 
 def test_wrapped_checkpoint_and_aux_keys(tmp_path):
-    """Reference-script checkpoints ({"model": ...}) load; aux-head keys are ignored without --aux."""
+    """Reference-script checkpoints ({"model": ...}) load; aux keys are dropped without --aux."""
     with_aux = load_teacher("deeplabv3", aux=True, num_classes=3, device="meta")
     state = {k: torch.zeros(v.shape) for k, v in with_aux.module.state_dict().items()}
     assert any(k.startswith("aux_classifier.") for k in state)
@@ -98,7 +103,9 @@ def test_weights_for_another_architecture_name_the_keys(lraspp_weights):
 
 def test_shape_mismatch_named(lraspp_weights):
     path, _ = lraspp_weights
-    with pytest.raises(NasError, match=r"shape mismatch: classifier\.low_classifier\.weight \(5, 40, 1, 1\) vs"):
+    with pytest.raises(
+        NasError, match=r"shape mismatch: classifier\.low_classifier\.weight \(5, 40, 1, 1\) vs"
+    ):
         load_teacher("lraspp_mobilenet_v3_large", weights=path, num_classes=7)
 
 

@@ -7,7 +7,9 @@ from tests.conftest import REPO
 
 
 def _python(code: str) -> str:
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
@@ -16,7 +18,8 @@ def test_models_import_and_build():
     out = _python(
         "from nas.torchvision_compat import import_torchvision\n"
         "tv = import_torchvision()\n"
-        "m = tv.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)\n"
+        "seg = tv.models.segmentation\n"
+        "m = seg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)\n"
         "print(type(m).__name__)"
     )
     assert out == "LRASPP"

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nas.errors import NasError
+
 
 class OutputKind(str, Enum):
     """How to read a teacher's output tensor."""
@@ -24,15 +26,22 @@ class OutputKind(str, Enum):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How frames are fed: `(rgb / 255 - mean) / std` per channel, at sizes of `multiple`."""
+    """How frames are fed: `(frame / 255 - mean) / std` per channel, at sizes of `multiple`.
+
+    Frames are RGB everywhere in the toolkit; `channel_order="bgr"` teachers (trained on OpenCV
+    images, like PaddleOCR's) get the channels flipped here, and `mean`/`std` are in that order.
+    """
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     size_multiple: int
     default_size: tuple[int, int]  # (height, width)
+    channel_order: str = "rgb"
 
     def normalize(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 or [0, 255] float frames, N x 3 x H x W -> the teacher's input."""
+        """RGB frames, uint8 or float in [0, 255], N x 3 x H x W -> the teacher's input."""
+        if self.channel_order == "bgr":
+            frames = frames.flip(1)
         mean = torch.tensor(self.mean, device=frames.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=frames.device).view(1, 3, 1, 1)
         return (frames.float() / 255.0 - mean) / std
@@ -80,8 +89,8 @@ def infer_output_kind(shape: torch.Size) -> tuple[OutputKind, int]:
         return (
             (OutputKind.PROB_MAP, 1) if shape[1] == 1 else (OutputKind.PIXEL_LOGITS, int(shape[1]))
         )
-    raise ValueError(
-        f"cannot read an output of shape {tuple(shape)}: expected N x C or N x C x H x W"
+    raise NasError(
+        f"cannot read a teacher output of shape {tuple(shape)}: expected N x C or N x C x H x W"
     )
 
 

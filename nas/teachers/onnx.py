@@ -54,7 +54,7 @@ def constants_to_initializers(model) -> int:
 
 
 def _static_hw(model) -> tuple[int, int] | None:
-    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims = model.graph.input[0].type.tensor_type.shape.dim  # callers check there is an input
     if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
         return int(dims[2].dim_value), int(dims[3].dim_value)
     return None
@@ -74,11 +74,14 @@ def convert_onnx(path: str | Path) -> tuple[torch.nn.Module, tuple[int, int] | N
         model = onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and friends with no common base
         raise NasError(f"cannot read ONNX file '{path}': {str(exc)[:160]}") from exc
+    if not model.graph.input or not model.graph.output:
+        raise NasError(f"ONNX file '{path}' has no graph inputs or outputs: is it a whole model?")
     constants_to_initializers(model)
     try:
         module = onnx2torch.convert(model)
-    except NotImplementedError as exc:
-        raise NasError(f"cannot convert ONNX file '{path}': {str(exc)[:200]}") from exc
+    except Exception as exc:  # onnx2torch reports unsupported or broken graphs many ways
+        reason = f"{type(exc).__name__}: {str(exc)[:160]}"
+        raise NasError(f"cannot convert ONNX file '{path}' to PyTorch ({reason})") from exc
     return module.eval(), _static_hw(model)
 
 
@@ -117,8 +120,13 @@ def check_no_weight_options(name: str, weights, num_classes) -> None:
         raise NasError(f"--num-classes applies to the DeepLabV3 family, not to {name}")
 
 
+# PaddleOCR trains on OpenCV (BGR) images, and RapidOCR feeds its detector BGR.
 PPOCR_INPUT = InputSpec(
-    mean=(0.5,) * 3, std=(0.5,) * 3, size_multiple=32, default_size=DEFAULT_SIZE
+    mean=(0.5,) * 3,
+    std=(0.5,) * 3,
+    size_multiple=32,
+    default_size=DEFAULT_SIZE,
+    channel_order="bgr",
 )
 
 
