@@ -1,6 +1,6 @@
 """Evaluators: metrics and costs of a model, registered by name.
 
-    EVALUATORS.get("cost")(model, input_size=(520, 520))   # {"gflops": ..., "params": ...}
+EVALUATORS.get("cost")(model, input_size=(520, 520))   # {"gflops": ..., "params": ...}
 """
 
 from evaluators import cost as _cost

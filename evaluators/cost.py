@@ -25,5 +25,7 @@ def latency(
     repeats: int = 10,
 ) -> dict[str, float]:
     """Median milliseconds per frame on `device` after warm-up, threads fixed."""
-    timing = time_module(model, (1, 3, *input_size), device=device, threads=threads, repeats=repeats)
+    timing = time_module(
+        model, (1, 3, *input_size), device=device, threads=threads, repeats=repeats
+    )
     return {"latency_ms": timing.median * 1e3}

@@ -28,7 +28,9 @@ def test_parses(text, kind, value):
     assert budget.value == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text", ["", "five", "5 parsecs", "GFLOPs", "5G", "-5GFLOPs", "0ms", "5GFLOPs!", "1e999"])
+@pytest.mark.parametrize(
+    "text", ["", "five", "5 parsecs", "GFLOPs", "5G", "-5GFLOPs", "0ms", "5GFLOPs!", "1e999"]
+)
 def test_rejects_with_examples(text):
     with pytest.raises(NasError) as info:
         parse_budget(text)

@@ -43,9 +43,16 @@ def test_cost_without_aux_head(run_nas, name):
 def test_teachers_table(run_nas):
     result = run_nas("teachers")
     assert result.returncode == 0, result.stderr
-    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    rows = {
+        line.split("│")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.count("│") > 3
+    }
     assert {"deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "ppocrv4_det"} <= set(rows)
-    assert "deeplabv3" in rows["deeplabv3_mobilenet_v3_large"] and "10.436" in rows["deeplabv3_mobilenet_v3_large"]
+    assert (
+        "deeplabv3" in rows["deeplabv3_mobilenet_v3_large"]
+        and "10.436" in rows["deeplabv3_mobilenet_v3_large"]
+    )
     assert "1,171,464" in rows["ppocrv4_det"] and "prob_map" in rows["ppocrv4_det"]
 
 
@@ -57,7 +64,9 @@ def test_per_layer_with_latency_and_budget(run_nas):
     assert result.returncode == 0, result.stderr
     layer_rows = [line for line in result.stdout.splitlines() if re.match(r"│\s+\d+ │", line)]
     assert len(layer_rows) == 66
-    assert re.search(r"^latency \(cpu, 1 threads\)\s+\d+\.\d+ ms median", result.stdout, re.MULTILINE)
+    assert re.search(
+        r"^latency \(cpu, 1 threads\)\s+\d+\.\d+ ms median", result.stdout, re.MULTILINE
+    )
     assert "backbone.0.0" in layer_rows[0] and "yes" in layer_rows[0]  # BN folded into the stem
     macs = count_macs(load_teacher("lraspp_mobilenet_v3_large", device="meta").module, (128, 128))
     verdict = f"{100 * 60e6 / macs:.1f}% of the teacher: a {macs / 60e6:.2f}x reduction"
@@ -79,20 +88,36 @@ def _other_arch_weights(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["cost", "--teacher", "nope"], "unknown teacher 'nope'; known: deeplabv3_mobilenet_v3_large"),
-        (["cost", "--budget", "5 parsecs"], "invalid budget '5 parsecs': expected a cost such as 5GFLOPs"),
+        (
+            ["cost", "--teacher", "nope"],
+            "unknown teacher 'nope'; known: deeplabv3_mobilenet_v3_large",
+        ),
+        (
+            ["cost", "--budget", "5 parsecs"],
+            "invalid budget '5 parsecs': expected a cost such as 5GFLOPs",
+        ),
         (["cost", "--input-size", "520by520"], "invalid input size '520by520': expected HxW"),
-        (["cost", "--teacher", "ppocr", "--input-size", "500x500"], "multiples of 32, e.g. 512x512"),
+        (
+            ["cost", "--teacher", "ppocr", "--input-size", "500x500"],
+            "multiples of 32, e.g. 512x512",
+        ),
         (["cost", "--teacher-weights", "{bad}"], "cannot read weights file"),
         (["cost", "--teacher-weights", "{missing}"], "does not exist"),
-        (["cost", "--teacher-weights", "{other}"], "does not fit teacher deeplabv3_mobilenet_v3_large"),
+        (
+            ["cost", "--teacher-weights", "{other}"],
+            "does not fit teacher deeplabv3_mobilenet_v3_large",
+        ),
         (["cost", "--latency", "tpu"], "unknown device 'tpu'"),
         (["cost", "--teacher", "onnx:missing.onnx"], "ONNX file 'missing.onnx' does not exist"),
         (["cost", "--budget", "40ms"], "needs a device to measure on"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(run_nas, tmp_path, args, message):
-    paths = {"{bad}": _bad_weights, "{other}": _other_arch_weights, "{missing}": lambda t: str(t / "no.pth")}
+    paths = {
+        "{bad}": _bad_weights,
+        "{other}": _other_arch_weights,
+        "{missing}": lambda t: str(t / "no.pth"),
+    }
     args = [paths[a](tmp_path) if a in paths else a for a in args]
     result = run_nas(*args)
     assert result.returncode == 2

@@ -15,5 +15,7 @@ def test_every_evaluator_runs(name, tiny_net):
 
 def test_cost_evaluator_matches_layer_sum(tiny_net):
     result = EVALUATORS.get("cost")(tiny_net, input_size=(32, 32))
-    assert result["gflops"] * 1e9 == pytest.approx(sum(x.macs for x in layer_graph(tiny_net, (32, 32))))
+    assert result["gflops"] * 1e9 == pytest.approx(
+        sum(x.macs for x in layer_graph(tiny_net, (32, 32)))
+    )
     assert result["params"] == count_params(tiny_net)

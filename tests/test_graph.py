@@ -12,7 +12,13 @@ def test_tiny_net_shapes_in_execution_order(tiny_net):
     layers = layer_graph(tiny_net, (32, 48))
     assert [layer.path for layer in layers] == ["stem.0", "dw", "pw", "dilated", "head"]
     stem, dw, pw, dilated, head = layers
-    assert (stem.c_in, stem.c_out, stem.stride, stem.in_hw, stem.out_hw) == (3, 8, (2, 2), (32, 48), (16, 24))
+    assert (stem.c_in, stem.c_out, stem.stride, stem.in_hw, stem.out_hw) == (
+        3,
+        8,
+        (2, 2),
+        (32, 48),
+        (16, 24),
+    )
     assert stem.bn_path == "stem.1" and dw.bn_path is None
     assert dw.depthwise and not pw.depthwise and dw.groups == 8
     assert dilated.dilation == (2, 2) and dilated.padding == (2, 2) and dilated.out_hw == (16, 24)
@@ -67,7 +73,9 @@ def test_reused_conv_counts_calls():
 
 
 def test_string_padding():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same", dilation=2), nn.Conv2d(4, 4, 3, padding="valid"))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding="same", dilation=2), nn.Conv2d(4, 4, 3, padding="valid")
+    )
     same, valid = layer_graph(net, (10, 10))
     assert same.padding == (2, 2) and same.out_hw == (10, 10)
     assert valid.padding == (0, 0) and valid.out_hw == (8, 8)
@@ -79,7 +87,9 @@ def test_deeplabv3_graph_folds_batchnorms():
     assert len(layers) == len([m for m in teacher.module.modules() if isinstance(m, nn.Conv2d)])
     by_path = {layer.path: layer for layer in layers}
     first = by_path["backbone.0.0"]
-    assert first.bn_path == "backbone.0.1" and first.in_hw == (520, 520) and first.out_hw == (260, 260)
+    assert (
+        first.bn_path == "backbone.0.1" and first.in_hw == (520, 520) and first.out_hw == (260, 260)
+    )
     # The last classifier conv has a bias and no BatchNorm after it.
     assert by_path["classifier.4"].bn_path is None and by_path["classifier.4"].bias
     # Every BatchNorm of the model follows a conv directly, so each is found with its conv.

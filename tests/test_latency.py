@@ -25,7 +25,9 @@ def test_measure_counts_calls_and_restores_threads():
     timing = measure(lambda: calls.append(torch.get_num_threads()), warmup=2, repeats=5, threads=1)
     assert len(calls) == 7 and set(calls) == {1}
     assert torch.get_num_threads() == before
-    assert timing.low <= timing.median <= timing.high and timing.repeats == 5 and timing.threads == 1
+    assert (
+        timing.low <= timing.median <= timing.high and timing.repeats == 5 and timing.threads == 1
+    )
 
 
 def test_time_module_scales_with_work():
@@ -69,12 +71,16 @@ def test_conv_latencies_per_layer_cached(tiny_net, tmp_path):
 
 
 def test_conv_key_names_shape_and_input():
-    (stem, *_) = layer_graph(nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)), (32, 48))
+    (stem, *_) = layer_graph(
+        nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)), (32, 48)
+    )
     assert conv_key(stem) == "conv2d_c3_c8_k3x3_s2x2_p1x1_d1x1_g1@3x32x48"
 
 
 def test_fingerprint_and_devices():
-    assert device_fingerprint("cpu", 2).startswith("cpu-") and device_fingerprint("cpu", 2).endswith("-t2")
+    assert device_fingerprint("cpu", 2).startswith("cpu-") and device_fingerprint(
+        "cpu", 2
+    ).endswith("-t2")
     assert parse_device("cpu") == torch.device("cpu")
     with pytest.raises(NasError, match="expected cpu, cuda or cuda:N"):
         parse_device("tpu")

@@ -12,7 +12,9 @@ def test_parse():
     assert parse_size(" 288 x 640 ") == (288, 640)
 
 
-@pytest.mark.parametrize("text", ["520", "520x", "x520", "520*520", "0x10", "a x b", "520x520x3", "-1x5"])
+@pytest.mark.parametrize(
+    "text", ["520", "520x", "x520", "520*520", "0x10", "a x b", "520x520x3", "-1x5"]
+)
 def test_rejects(text):
     with pytest.raises(NasError, match=r"expected HxW in pixels, e.g. 520x520"):
         parse_size(text)
