@@ -3,9 +3,10 @@
 EVALUATORS.get("cost")(model, input_size=(520, 520))   # {"gflops": ..., "params": ...}
 """
 
+from evaluators import agreement as _agreement
 from evaluators import cost as _cost
 from evaluators.registry import EVALUATORS
 
 __all__ = ["EVALUATORS"]
 
-del _cost  # imported for its registrations
+del _agreement, _cost  # imported for their registrations

@@ -1,0 +1,77 @@
+"""Export: most probable candidate per layer, repaired until the spec is at or under budget."""
+
+import itertools
+import random
+
+import pytest
+
+from nas.export import LayerChoice, delta_frame_cost, export_choices
+from nas.supernet import amortised
+
+
+def _choices(rng: random.Random, n_layers: int) -> list[LayerChoice]:
+    result = []
+    for i in range(n_layers):
+        costs = sorted(rng.sample(range(1, 1000), rng.randint(2, 5)))
+        costs[0] = 0 if rng.random() < 0.5 else costs[0]
+        log_probs = tuple(rng.uniform(-5, 0) for _ in costs)
+        names = tuple(f"c{j}" for j in range(len(costs)))
+        result.append(LayerChoice(f"layer{i}", names, tuple(costs), log_probs))
+    return result
+
+
+def _cost(choices, picks, key, other, k):
+    index = {c.path: c.names.index(picks[c.path]) for c in choices}
+    return amortised(key, delta_frame_cost(choices, index, other), k)
+
+
+def test_keeps_most_probable_when_within_budget():
+    rng = random.Random(0)
+    choices = _choices(rng, 6)
+    picks = export_choices(choices, keyframe_cost=10_000, other_cost=0, interval=3, budget=1e9)
+    for c in choices:
+        assert picks[c.path] == c.names[max(range(len(c.names)), key=lambda i, c=c: c.log_probs[i])]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_never_over_budget_and_not_wasteful(seed):
+    rng = random.Random(seed)
+    choices = _choices(rng, rng.randint(1, 6))
+    key, other, k = 5000, rng.randint(0, 50), rng.choice([2, 3, 6])
+    floor = amortised(key, other + sum(min(c.cost) for c in choices), k)
+    ceiling = amortised(key, other + sum(max(c.cost) for c in choices), k)
+    budget = rng.uniform(floor, ceiling)
+    picks = export_choices(choices, keyframe_cost=key, other_cost=other, interval=k, budget=budget)
+    assert _cost(choices, picks, key, other, k) <= budget
+    # Repair only ever downgrades from the most probable candidate, never upgrades.
+    for c in choices:
+        top = max(range(len(c.names)), key=lambda i, c=c: (c.log_probs[i], -i))
+        assert c.cost[c.names.index(picks[c.path])] <= c.cost[top]
+
+
+def test_downgrades_the_layer_that_loses_least_per_mac():
+    sure = LayerChoice("sure", ("cheap", "full"), (0, 100), (-10.0, 0.0))
+    unsure = LayerChoice("unsure", ("cheap", "full"), (0, 100), (-0.1, 0.0))
+    picks = export_choices(
+        [sure, unsure], keyframe_cost=0, other_cost=0, interval=2, budget=50
+    )  # amortised = delta / 2; both full = 100 > 50, one downgrade fits
+    assert picks == {"sure": "full", "unsure": "cheap"}
+
+
+def test_deterministic():
+    rng = random.Random(3)
+    choices = _choices(rng, 8)
+    args = dict(keyframe_cost=3000, other_cost=10, interval=3, budget=1500)
+    assert export_choices(choices, **args) == export_choices(choices, **args)
+
+
+def test_exhaustive_small_case_is_feasible_when_possible():
+    rng = random.Random(11)
+    choices = _choices(rng, 3)
+    for budget in range(0, 4000, 97):
+        feasible = any(
+            amortised(2000, sum(m), 3) <= budget
+            for m in itertools.product(*[c.cost for c in choices])
+        )
+        picks = export_choices(choices, keyframe_cost=2000, other_cost=0, interval=3, budget=budget)
+        assert (_cost(choices, picks, 2000, 0, 3) <= budget) == feasible

@@ -1,0 +1,149 @@
+"""The delta model: BN folding is exact, `full` blocks reproduce the teacher, one path a step."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from nas.fold import fold_batchnorms
+from nas.graph import layer_graph
+from nas.supernet import DeltaModel, MixedDelta, amortised, smallest_interval
+from nas.teachers import load_teacher
+
+
+def _randomise_batchnorms(module: nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+            m.weight.data.uniform_(0.5, 1.5, generator=g)
+            m.bias.data.normal_(0, 0.2, generator=g)
+
+
+def _copy_without_bias(layer, conv: nn.Conv2d) -> nn.Conv2d:
+    block = copy.deepcopy(conv)
+    block.bias = None
+    return block
+
+
+@pytest.fixture(scope="module")
+def deeplab():
+    teacher = load_teacher("deeplabv3")
+    _randomise_batchnorms(teacher.module)
+    return teacher
+
+
+def test_folding_is_exact(deeplab):
+    layers = layer_graph(deeplab.module, (96, 128))
+    folded = fold_batchnorms(deeplab.module, layers)
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = deeplab(x), folded(x)["out"]
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules() if m is not None) or any(
+        layer.bn_path is None for layer in layers
+    )
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in deeplab.module.modules()) > 0  # original kept
+
+
+@pytest.mark.parametrize("name", ["deeplabv3", "ppocrv4_det"])
+def test_full_blocks_reproduce_teacher_on_frame_t(name, deeplab):
+    """z_t = z_k + W'(a_t - a_k) with the teacher's own (folded) weights is exact."""
+    teacher = deeplab if name == "deeplabv3" else load_teacher(name)
+    size = (96, 128)
+    layers = layer_graph(teacher.module, size)
+    model = DeltaModel.build(
+        teacher.module, layers, _copy_without_bias, output_key=teacher.output_key
+    )
+    g = torch.Generator().manual_seed(0)
+    x_key = torch.randn(2, 3, *size, generator=g)
+    x_t = x_key + 0.5 * torch.randn(2, 3, *size, generator=g)
+    with torch.no_grad():
+        model.key_frame(x_key)
+        y = model.delta_frame(x_t)
+        expected = teacher(x_t)
+    scale = expected.abs().max()
+    assert (y - expected).abs().max() <= 1e-4 * max(1.0, float(scale))
+    assert not torch.allclose(teacher(x_key), expected)  # the frames really differ
+
+
+def test_zero_blocks_reuse_the_key_frame(deeplab):
+    size = (64, 64)
+    layers = layer_graph(deeplab.module, size)
+
+    class Zero(nn.Module):
+        def forward(self, x):
+            return torch.zeros(1)
+
+    model = DeltaModel.build(deeplab.module, layers, lambda layer, conv: Zero(), output_key="out")
+    x_key = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        key_out = model.key_frame(x_key)
+        # The first conv's prediction is its key output; later layers see the same inputs too.
+        y = model.delta_frame(x_key + 1.0)
+    assert torch.allclose(y, key_out, atol=1e-6)
+
+
+def test_delta_without_key_frame_is_refused(deeplab):
+    layers = layer_graph(deeplab.module, (32, 32))
+    model = DeltaModel.build(deeplab.module, layers, _copy_without_bias, output_key="out")
+    with pytest.raises(RuntimeError, match="run the key frame first"):
+        model.delta_frame(torch.randn(1, 3, 32, 32))
+
+
+def test_mixed_layer_samples_one_path_and_straight_through():
+    calls = []
+
+    class Probe(nn.Module):
+        def __init__(self, i):
+            super().__init__()
+            self.i = i
+
+        def forward(self, x):
+            calls.append(self.i)
+            return x * (self.i + 1)
+
+    mixed = MixedDelta(["a", "b", "c"], [Probe(0), Probe(1), Probe(2)], [10, 20, 30])
+    mixed.generator = torch.Generator().manual_seed(0)
+    mixed.train()
+    x = torch.ones(3)
+    out = mixed(x)
+    assert len(calls) == 1 and torch.equal(out.detach(), x * (calls[0] + 1))
+    out.sum().backward()
+    assert mixed.logits.grad is not None and mixed.logits.grad.abs().sum() > 0
+    expected = mixed.expected_cost()
+    assert float(expected) == pytest.approx(20.0)  # uniform logits: mean cost
+    expected.backward()
+    mixed.eval()
+    mixed.logits.data = torch.tensor([0.0, 5.0, 0.0])
+    calls.clear()
+    mixed(x)
+    assert calls == [1]
+    mixed.fixed = 2
+    calls.clear()
+    mixed(x)
+    assert calls == [2]
+
+
+def test_sampling_follows_the_logits():
+    mixed = MixedDelta(["a", "b"], [nn.Identity(), nn.Identity()], [1, 2])
+    mixed.generator = torch.Generator().manual_seed(0)
+    mixed.logits.data = torch.tensor([0.0, torch.log(torch.tensor(3.0))])  # p = 1/4, 3/4
+    mixed.train()
+    picks = []
+    for _ in range(2000):
+        mixed(torch.ones(1))
+        picks.append(mixed.last_choice)
+    assert sum(picks) / len(picks) == pytest.approx(0.75, abs=0.03)
+
+
+def test_amortised_and_smallest_interval():
+    assert amortised(90.0, 30.0, 3) == pytest.approx(50.0)
+    # teacher 90, cheapest delta 0: budget 30 needs K >= 3; budget 45 needs K >= 2.
+    assert smallest_interval(90.0, 0.0, 30.0) == 3
+    assert smallest_interval(90.0, 0.0, 45.0) == 2
+    assert smallest_interval(90.0, 10.0, 10.0) is None
+    k = smallest_interval(90.0, 10.0, 25.0)
+    assert amortised(90.0, 10.0, k) <= 25.0 < amortised(90.0, 10.0, k - 1)
