@@ -1,15 +1,35 @@
-"""Every registered evaluator runs on a tiny model and reports what its docstring promises."""
+"""Every registered evaluator runs and reports what its docstring promises."""
 
 import pytest
+import torch
 
 from evaluators import EVALUATORS
+from evaluators.agreement import miou
 from nas.cost import count_params
 from nas.graph import layer_graph
+from nas.teachers import OutputKind
+
+
+def _logits(seed: int) -> torch.Tensor:
+    return torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+CALLS = {
+    "cost": lambda net: EVALUATORS.get("cost")(net, input_size=(32, 32)),
+    "latency": lambda net: EVALUATORS.get("latency")(net, input_size=(32, 32), repeats=3),
+    "agreement": lambda net: EVALUATORS.get("agreement")(
+        _logits(0), _logits(1), kind=OutputKind.PIXEL_LOGITS
+    ),
+}
+
+
+def test_every_evaluator_has_a_test():
+    assert set(CALLS) == set(EVALUATORS.names())
 
 
 @pytest.mark.parametrize("name", EVALUATORS.names())
 def test_every_evaluator_runs(name, tiny_net):
-    result = EVALUATORS.get(name)(tiny_net.eval(), input_size=(32, 32))
+    result = CALLS[name](tiny_net.eval())
     assert result and all(value > 0 for value in result.values())
 
 
@@ -19,3 +39,27 @@ def test_cost_evaluator_matches_layer_sum(tiny_net):
         sum(x.macs for x in layer_graph(tiny_net, (32, 32)))
     )
     assert result["params"] == count_params(tiny_net)
+
+
+@pytest.mark.parametrize("kind", list(OutputKind))
+def test_agreement_with_itself_is_perfect(kind):
+    x = torch.rand(2, 1, 8, 8) if kind is OutputKind.PROB_MAP else _logits(0)
+    x = x.flatten(1) if kind is OutputKind.IMAGE_LOGITS else x
+    result = EVALUATORS.get("agreement")(x, x, kind=kind)
+    assert result == {"agreement": 1.0, "mae": 0.0}
+
+
+def test_miou_against_hand_count():
+    a = torch.tensor([0, 0, 1, 1, 2])
+    b = torch.tensor([0, 1, 1, 1, 0])
+    # class 0: inter 1, union 3; class 1: inter 2, union 3; class 2: inter 0, union 1
+    assert miou(a, b, 3) == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+
+
+def test_prob_map_iou():
+    teacher = torch.zeros(1, 1, 2, 2)
+    teacher[0, 0, 0] = 0.9  # two positive pixels
+    student = torch.zeros(1, 1, 2, 2)
+    student[0, 0, 0, 0] = 0.8  # one of them
+    result = EVALUATORS.get("agreement")(student, teacher, kind=OutputKind.PROB_MAP, threshold=0.5)
+    assert result["agreement"] == pytest.approx(0.5)
