@@ -1,0 +1,390 @@
+"""`nas search` as one function: teacher, video and budget in; a run folder with a spec out.
+
+    result = search(SearchOptions(teacher="deeplabv3", budget="5GFLOPs", out="results/demo"))
+    result.spec.totals.amortised_macs          # <= 5e9
+
+The run folder holds `config.json` (the resolved options, written first), `log.csv` (one row
+per search step, written as the search goes) and `spec.json` (written last, atomically, only
+when the search succeeded: a folder without it is not a result).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluators.agreement import agreement
+from nas.budget import Budget, CostKind, parse_budget
+from nas.cost import count_macs
+from nas.data import ClipSampler, load_frames, open_video, split_sequences
+from nas.errors import NasError
+from nas.export import export_choices
+from nas.graph import ConvLayer, layer_graph
+from nas.io import atomic_write_text
+from nas.latency import (
+    LatencyTable,
+    conv_key,
+    default_threads,
+    measure,
+    parse_device,
+    time_module,
+)
+from nas.search import (
+    CostTable,
+    SearchConfig,
+    StepLog,
+    Supernet,
+    build_supernet,
+    check_budget,
+    run_search,
+)
+from nas.sizes import check_multiple, parse_size
+from nas.spec import BudgetRef, LayerShape, Spec, SpecLayer, TeacherRef, Totals, save_spec
+from nas.supernet import amortised
+from nas.teachers import Teacher, load_teacher
+from search_spaces import (
+    build_candidate,
+    candidate_macs,
+    candidate_params,
+    load_preset,
+    resolve_candidates,
+)
+
+
+class SearchOptions(BaseModel):
+    """Everything `nas search` takes; written to the run folder as `config.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str = "deeplabv3"
+    teacher_weights: str | None = None
+    num_classes: int | None = None
+    budget: str = "5GFLOPs"
+    video: str = "sample:bikes"
+    max_frames: int | None = Field(default=150, ge=8)
+    keyframe_interval: int = Field(default=3, ge=2)
+    input_size: str | None = None  # HxW; default: the teacher's
+    search_space: str = "default"
+    steps: int = Field(default=150, ge=1)
+    batch_size: int = Field(default=2, ge=1)
+    lr_weights: float = Field(default=1e-4, gt=0)
+    lr_arch: float = Field(default=0.05, gt=0)
+    tau_start: float = Field(default=2.0, gt=0)
+    tau_end: float = Field(default=0.2, gt=0)
+    dual_lr: float = Field(default=0.5, gt=0)
+    penalty: str = Field(default="constraint", pattern="^(constraint|fixed)$")
+    beta: float = Field(default=1.0, ge=0)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    val_batches: int = Field(default=8, ge=1)
+    seed: int = 0
+    device: str | None = None  # cpu or cuda; default: cuda when available
+    threads: int | None = None
+    out: str | None = None
+
+    def search_config(self) -> SearchConfig:
+        fields = {f.name for f in dataclasses.fields(SearchConfig)}
+        return SearchConfig(**{k: v for k, v in self.model_dump().items() if k in fields})
+
+
+@dataclass
+class RunResult:
+    spec: Spec
+    out: Path
+    log: list[StepLog]
+    probabilities: dict[str, dict[str, float]]
+
+
+def macs_table(
+    teacher: Teacher, layers: list[ConvLayer], names: dict[str, list[str]], size
+) -> CostTable:
+    """Multiply-adds of every candidate, exact; the key frame from the counter."""
+    keyframe = count_macs(teacher.module, size)
+    candidates = {
+        layer.path: {name: candidate_macs(name, layer) * layer.calls for name in names[layer.path]}
+        for layer in layers
+    }
+    other = keyframe - sum(layer.macs for layer in layers)
+    return CostTable(CostKind.MACS, keyframe, other, candidates)
+
+
+def latency_table(
+    teacher: Teacher,
+    layers: list[ConvLayer],
+    names: dict[str, list[str]],
+    size,
+    *,
+    device: torch.device,
+    threads: int,
+) -> CostTable:
+    """Measured seconds of every candidate at its layer's input (cached on disk per device)."""
+    table = LatencyTable.for_device(device, threads)
+    candidates: dict[str, dict[str, float]] = {}
+    for layer in layers:
+        candidates[layer.path] = {}
+        for name in names[layer.path]:
+
+            def measure(name=name, layer=layer) -> float:
+                block = build_candidate(name, layer).to(device)
+                shape = (1, layer.c_in, *layer.in_hw)
+                return time_module(block, shape, device=device, threads=threads, repeats=5).median
+
+            seconds = table.get(f"delta:{name}:{conv_key(layer)}", measure)
+            candidates[layer.path][name] = seconds * layer.calls
+    keyframe = time_module(teacher.module, (1, 3, *size), device=device, threads=threads).median
+    full = sum(costs["full"] for costs in candidates.values())
+    return CostTable(CostKind.LATENCY, keyframe, max(0.0, keyframe - full), candidates)
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return parse_device(name)
+
+
+class _StepWriter:
+    """Appends one CSV row per step, flushed, so an interrupted run keeps its log."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = open(path, "w", newline="")  # noqa: SIM115 (closed in close())
+        self.writer = csv.DictWriter(self.handle, [f.name for f in dataclasses.fields(StepLog)])
+        self.writer.writeheader()
+
+    def __call__(self, row: StepLog) -> None:
+        self.writer.writerow(dataclasses.asdict(row))
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def validate(net: Supernet, teacher: Teacher, batches, picks: dict[str, str]) -> dict[str, float]:
+    """Agreement with the teacher and MAE of the delta model with `picks`, over validation clips."""
+    net.fix(picks)
+    scores: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for x_key, x_t, _ in batches:
+            net.model.key_frame(x_key)
+            y_teacher = net.model.teacher_frame(x_t)
+            y = net.model.delta_frame(x_t)
+            for k, v in agreement(y, y_teacher, kind=teacher.output_kind).items():
+                scores.setdefault(k, []).append(v)
+    net.fix(None)
+    net.model.clear()
+    return {f"val_{k}": sum(v) / len(v) for k, v in scores.items()}
+
+
+def measure_delta_latency(
+    net: Supernet, picks: dict[str, str], size, *, device: torch.device, threads: int
+) -> tuple[float, float]:
+    """Measured seconds of a key frame and of a delta frame of the delta model with `picks`."""
+    generator = torch.Generator().manual_seed(0)
+    x_key = torch.randn(1, 3, *size, generator=generator)
+    x_t = (x_key + 0.1 * torch.randn(1, 3, *size, generator=generator)).to(device)
+    x_key = x_key.to(device)
+    net.fix(picks)
+    net.model.eval()
+    try:
+        key = measure(lambda: net.model.key_frame(x_key), device=device, threads=threads).median
+        delta = measure(lambda: net.model.delta_frame(x_t), device=device, threads=threads).median
+    finally:
+        net.fix(None)
+        net.model.clear()
+    return key, delta
+
+
+def fit_measured_latency(
+    net: Supernet,
+    picks: dict[str, str],
+    budget: Budget,
+    interval: int,
+    size,
+    *,
+    device: torch.device,
+    threads: int,
+    rounds: int = 5,
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Check a latency budget end to end; where the table was optimistic, correct it, re-export.
+
+    The correction moves the gap between measured and tabled delta-frame time into the table's
+    fixed part (what runs outside the blocks), then repairs the choice again.
+    """
+    table = net.table
+    for _ in range(rounds):
+        key, delta = measure_delta_latency(net, picks, size, device=device, threads=threads)
+        measured = amortised(key, delta, interval)
+        if measured <= budget.value:
+            break
+        table = dataclasses.replace(
+            table, keyframe=key, other=max(0.0, table.other + delta - table.delta(picks))
+        )
+        picks = export_choices(
+            net.choices(),
+            keyframe_cost=table.keyframe,
+            other_cost=table.other,
+            interval=interval,
+            budget=budget.value,
+        )
+    else:
+        raise NasError(
+            f"no delta model found within the latency budget {budget} when measured end to end "
+            f"(best {measured * 1e3:.2f} ms per frame): raise the budget or the key-frame interval"
+        )
+    return picks, {
+        "keyframe_ms": key * 1e3,
+        "delta_frame_ms": delta * 1e3,
+        "amortised_ms": measured * 1e3,
+    }
+
+
+def search(
+    options: SearchOptions, *, on_step: Callable[[StepLog], None] | None = None
+) -> RunResult:
+    """Run one delta-distillation search and write its run folder (see module docstring)."""
+    budget: Budget = parse_budget(options.budget)
+    device = _device(options.device)
+    threads = options.threads or default_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    teacher = load_teacher(
+        options.teacher,
+        weights=options.teacher_weights,
+        num_classes=options.num_classes,
+        device=str(device),
+    )
+    size = parse_size(options.input_size) if options.input_size else teacher.input_spec.default_size
+    check_multiple(size, teacher.input_spec.size_multiple, who=f"teacher {teacher.name}")
+    layers = layer_graph(teacher.module, size)
+    preset = load_preset(options.search_space)
+    names = {layer.path: resolve_candidates(preset, layer) for layer in layers}
+    table = macs_table(teacher, layers, names, size)
+    if budget.kind is CostKind.LATENCY:
+        costs = latency_table(teacher, layers, names, size, device=device, threads=threads)
+    else:
+        costs = table
+    check_budget(costs, budget, options.keyframe_interval)
+
+    video = open_video(options.video, max_frames=options.max_frames)
+    stack = load_frames(video, size=size)
+    train_ranges, val_ranges = split_sequences(
+        stack.sequences, options.val_fraction, gap=options.keyframe_interval
+    )
+    use_labels = stack.labels is not None and video.num_classes == teacher.num_classes
+    labels = stack.labels if use_labels else None
+    train = ClipSampler(
+        stack.frames, interval=options.keyframe_interval, ranges=train_ranges, labels=labels
+    )
+    val = ClipSampler(stack.frames, interval=options.keyframe_interval, ranges=val_ranges)
+
+    def to_input(frames: torch.Tensor) -> torch.Tensor:
+        return teacher.input_spec.normalize(frames.to(device))
+
+    def next_batch(generator: torch.Generator):
+        batch = train.sample(options.batch_size, generator=generator)
+        y = batch.labels.to(device) if batch.labels is not None else None
+        return to_input(batch.key), to_input(batch.frame), y
+
+    out = (
+        Path(options.out)
+        if options.out
+        else Path("results") / f"search-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").unlink(missing_ok=True)  # a rerun's old result must not pass for this one
+    atomic_write_text(out / "config.json", options.model_dump_json(indent=2) + "\n")
+
+    net = build_supernet(
+        teacher, layers, costs, lambda name, layer, w: build_candidate(name, layer, weight=w)
+    )
+    net.model.to(device)
+    writer = _StepWriter(out / "log.csv")
+    started = time.perf_counter()
+    try:
+
+        def step(row: StepLog) -> None:
+            writer(row)
+            if on_step is not None:
+                on_step(row)
+
+        outcome = run_search(
+            net,
+            teacher,
+            next_batch,
+            budget=budget,
+            interval=options.keyframe_interval,
+            config=options.search_config(),
+            on_step=step,
+        )
+    finally:
+        writer.close()
+    seconds = time.perf_counter() - started
+    val_batches = [
+        (to_input(b.key), to_input(b.frame), None)
+        for b in list(val.validation_batches(options.batch_size))[: options.val_batches]
+    ]
+    picks = outcome.picks
+    metrics = {"search_seconds": seconds}
+    if budget.kind is CostKind.LATENCY:
+        picks, measured = fit_measured_latency(
+            net, picks, budget, options.keyframe_interval, size, device=device, threads=threads
+        )
+        metrics |= measured
+    metrics |= validate(net, teacher, val_batches, picks)
+    spec = make_spec(teacher, layers, picks, table, budget, size, options, metrics)
+    save_spec(spec, out / "spec.json")
+    return RunResult(spec, out, outcome.log, net.probabilities())
+
+
+def make_spec(
+    teacher: Teacher,
+    layers: list[ConvLayer],
+    picks: dict[str, str],
+    table: CostTable,
+    budget: Budget,
+    size: tuple[int, int],
+    options: SearchOptions,
+    metrics: dict[str, float],
+) -> Spec:
+    """The spec of a delta model: per layer its chosen candidate with exact costs."""
+    spec_layers = [
+        SpecLayer(
+            path=layer.path,
+            shape=LayerShape.of(layer),
+            candidate=picks[layer.path],
+            macs=int(table.candidates[layer.path][picks[layer.path]]),
+            params=candidate_params(picks[layer.path], layer),
+            calls=layer.calls,
+        )
+        for layer in layers
+    ]
+    delta = int(table.delta(picks))
+    k = options.keyframe_interval
+    return Spec(
+        teacher=TeacherRef(
+            name=teacher.name,
+            weights_id=teacher.weights_id,
+            num_classes=teacher.num_classes,
+            output_kind=teacher.output_kind.value,
+        ),
+        input_size=size,
+        mode="delta",
+        keyframe_interval=k,
+        budget=BudgetRef(kind=budget.kind.value, value=budget.value, text=str(budget)),
+        layers=spec_layers,
+        totals=Totals(
+            teacher_macs=int(table.keyframe),
+            delta_frame_macs=delta,
+            amortised_macs=amortised(table.keyframe, delta, k),
+            student_params=sum(layer.params for layer in spec_layers),
+        ),
+        search=options.search_config().as_dict()
+        | {"search_space": options.search_space, "video": options.video},
+        seed=options.seed,
+        metrics=metrics,
+    )

@@ -1,0 +1,261 @@
+"""The inner search: a budget-constrained, single-path differentiable search in delta mode.
+
+Each step draws two-frame clips (a key frame k and a frame t with t - k in 1..K-1), runs the
+teacher on both (no grad; the key frame fills the caches, frame t gives every layer's target),
+then the delta model on frame t with one sampled candidate per layer, and descends on
+
+    layer loss + output loss (+ task loss with labels) + budget term
+
+The budget is a constraint: with `penalty="constraint"` the budget term is lambda * (E[C] / B - 1),
+where E[C] is the expected amortised cost per frame, and the multiplier lambda grows by dual
+ascent while E[C] is over the budget B and relaxes (down to 0) while under it. `penalty="fixed"`
+is the paper's fixed weight instead: beta * E[C] / B (beta per budget's worth of cost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.budget import Budget, CostKind
+from nas.distill import layer_loss, output_loss, task_loss
+from nas.errors import NasError
+from nas.export import LayerChoice, export_choices
+from nas.graph import ConvLayer
+from nas.supernet import DeltaModel, MixedDelta, amortised, smallest_interval
+from nas.teachers.base import Teacher
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Hyperparameters of one inner search (the outer loop samples these)."""
+
+    steps: int = 150
+    batch_size: int = 2
+    lr_weights: float = 1e-4
+    lr_arch: float = 0.05
+    tau_start: float = 2.0
+    tau_end: float = 0.2
+    dual_lr: float = 0.5
+    penalty: str = "constraint"  # or "fixed"
+    beta: float = 1.0  # the fixed penalty's weight, per budget's worth of cost
+    layer_weight: float = 1.0
+    output_weight: float = 1.0
+    task_weight: float = 1.0
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """Costs in the budget's unit (multiply-adds or seconds), per frame with all calls."""
+
+    unit: CostKind
+    keyframe: float  # the teacher on one full frame
+    other: float  # outside the searched convs, paid on every frame
+    candidates: dict[str, dict[str, float]]  # layer path -> candidate name -> cost
+
+    def min_delta(self) -> float:
+        return self.other + sum(min(costs.values()) for costs in self.candidates.values())
+
+    def delta(self, picks: dict[str, str]) -> float:
+        return self.other + sum(self.candidates[path][name] for path, name in picks.items())
+
+
+def check_budget(table: CostTable, budget: Budget, interval: int) -> None:
+    """Refuse, before any work, a budget that no delta model at this interval can meet."""
+    floor = amortised(table.keyframe, table.min_delta(), interval)
+    if budget.value >= floor:
+        return
+
+    def show(value: float) -> str:
+        return str(Budget(budget.kind, value))
+
+    k = smallest_interval(table.keyframe, table.min_delta(), budget.value)
+    hint = (
+        f"the smallest key-frame interval that could meet it is {k}"
+        if k
+        else ("no key-frame interval can meet it")
+    )
+    raise NasError(
+        f"budget {budget} is below what key-frame interval {interval} allows: the key frame "
+        f"alone costs {show(table.keyframe)} / {interval} = "
+        f"{show(table.keyframe / interval)} per frame and the cheapest delta model "
+        f"{show(floor)} amortised; {hint}"
+    )
+
+
+@dataclass
+class Supernet:
+    """The searchable delta model with what the search and export need to know of it."""
+
+    model: DeltaModel
+    layers: list[ConvLayer]
+    mixed: dict[str, MixedDelta]
+    table: CostTable
+
+    def expected_delta(self) -> torch.Tensor:
+        return sum(m.expected_cost() for m in self.mixed.values()) + self.table.other
+
+    def choices(self) -> list[LayerChoice]:
+        result = []
+        for path, m in self.mixed.items():
+            log_probs = torch.log_softmax(m.logits.detach().double(), 0).tolist()
+            result.append(
+                LayerChoice(path, tuple(m.names), tuple(m.costs.tolist()), tuple(log_probs))
+            )
+        return result
+
+    def fix(self, picks: dict[str, str] | None) -> None:
+        """Run every layer's named candidate (None: sample / most probable again)."""
+        for path, m in self.mixed.items():
+            m.fixed = None if picks is None else m.names.index(picks[path])
+
+    def probabilities(self) -> dict[str, dict[str, float]]:
+        return {
+            path: dict(zip(m.names, m.probs().tolist(), strict=True))
+            for path, m in self.mixed.items()
+        }
+
+
+def build_supernet(
+    teacher: Teacher,
+    layers: list[ConvLayer],
+    table: CostTable,
+    build_block: Callable[[str, ConvLayer, torch.Tensor], nn.Module],
+) -> Supernet:
+    """Every searched conv becomes a mixed layer over the table's candidates (cheapest first)."""
+    mixed: dict[str, MixedDelta] = {}
+
+    def make_block(layer: ConvLayer, conv: nn.Conv2d) -> nn.Module:
+        costs = table.candidates[layer.path]
+        names = sorted(costs, key=lambda name: (costs[name], name))
+        blocks = [build_block(name, layer, conv.weight.detach()) for name in names]
+        mixed[layer.path] = MixedDelta(names, blocks, [costs[name] for name in names])
+        return mixed[layer.path]
+
+    model = DeltaModel.build(teacher.module, layers, make_block, output_key=teacher.output_key)
+    return Supernet(model, layers, mixed, table)
+
+
+@dataclass
+class StepLog:
+    step: int
+    loss: float
+    layer_loss: float
+    output_loss: float
+    task_loss: float
+    expected_cost: float  # expected amortised cost per frame, in the budget's unit
+    budget: float
+    tau: float
+    multiplier: float
+
+
+@dataclass
+class SearchOutcome:
+    picks: dict[str, str]
+    log: list[StepLog] = field(default_factory=list)
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # key frames, frames t, labels t
+
+
+def _trainable(net: Supernet) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Block weights and architecture logits; the teacher's own parameters stay frozen."""
+    arch = [m.logits for m in net.mixed.values()]
+    weights = [p for m in net.mixed.values() for p in m.blocks.parameters()]
+    for p in net.model.parameters():
+        p.requires_grad_(False)
+    for p in (*arch, *weights):
+        p.requires_grad_(True)
+    return weights, arch
+
+
+def run_search(
+    net: Supernet,
+    teacher: Teacher,
+    next_batch: Callable[[torch.Generator], Batch],
+    *,
+    budget: Budget,
+    interval: int,
+    config: SearchConfig,
+    on_step: Callable[[StepLog], None] | None = None,
+) -> SearchOutcome:
+    """Search the architecture; returns the exported (never over budget) choice and the log."""
+    check_budget(net.table, budget, interval)
+    generator = torch.Generator().manual_seed(config.seed)
+    weights, arch = _trainable(net)
+    optimisers = [torch.optim.Adam(arch, lr=config.lr_arch)]
+    if weights:
+        optimisers.append(torch.optim.Adam(weights, lr=config.lr_weights))
+    for m in net.mixed.values():
+        m.generator = generator
+    net.model.train()
+    multiplier = 0.0
+    outcome = SearchOutcome(picks={})
+    for step in range(config.steps):
+        progress = step / max(1, config.steps - 1)
+        tau = config.tau_start * (config.tau_end / config.tau_start) ** progress
+        for m in net.mixed.values():
+            m.tau = tau
+        x_key, x_t, labels = next_batch(generator)
+        net.model.key_frame(x_key)
+        y_teacher = net.model.teacher_frame(x_t)
+        y = net.model.delta_frame(x_t)
+        l_layer = layer_loss(net.model)
+        l_out = output_loss(y, y_teacher, teacher.output_kind)
+        l_task = (
+            task_loss(y, labels, teacher.output_kind) if labels is not None else y.new_zeros(())
+        )
+        expected = amortised(net.table.keyframe, net.expected_delta(), interval)
+        ratio = (expected / budget.value).float()
+        fixed = config.penalty == "fixed"
+        budget_term = config.beta * ratio if fixed else multiplier * (ratio - 1)
+        loss = (
+            config.layer_weight * l_layer
+            + config.output_weight * l_out
+            + config.task_weight * l_task
+            + budget_term
+        )
+        if not torch.isfinite(loss):
+            raise NasError(
+                f"the search diverged at step {step} (loss {float(loss)}): lower the learning "
+                "rates or check the teacher's weights; nothing was exported"
+            )
+        for opt in optimisers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimisers:
+            opt.step()
+        if config.penalty != "fixed":
+            multiplier = max(0.0, multiplier + config.dual_lr * (float(ratio.detach()) - 1))
+        row = StepLog(
+            step=step,
+            loss=float(loss),
+            layer_loss=float(l_layer),
+            output_loss=float(l_out),
+            task_loss=float(l_task),
+            expected_cost=float(expected),
+            budget=budget.value,
+            tau=tau,
+            multiplier=multiplier,
+        )
+        outcome.log.append(row)
+        if on_step is not None:
+            on_step(row)
+    net.model.clear()
+    net.model.eval()
+    outcome.picks = export_choices(
+        net.choices(),
+        keyframe_cost=net.table.keyframe,
+        other_cost=net.table.other,
+        interval=interval,
+        budget=budget.value,
+    )
+    return outcome

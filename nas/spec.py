@@ -1,0 +1,146 @@
+"""The spec: a versioned JSON document from which a trainer rebuilds the student.
+
+    {"format": 1, "teacher": {"name": "deeplabv3_mobilenet_v3_large", "weights_id": "...", ...},
+     "input_size": [520, 520], "mode": "delta", "keyframe_interval": 3,
+     "budget": {"kind": "macs", "value": 5e9, "text": "5GFLOPs"},
+     "layers": [{"path": "backbone.0.0", "shape": {...}, "candidate": "sep_r4", "macs": ..., ...}],
+     "totals": {...}, "search": {...}, "seed": 0, "metrics": {...}}
+
+Validated on load (pydantic); an invalid file is a one-line error naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nas.errors import NasError
+from nas.graph import ConvLayer
+from nas.io import atomic_write_text
+
+FORMAT = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LayerShape(_Frozen):
+    """The teacher conv's shape at the spec's input size (what the student block must match)."""
+
+    c_in: int = Field(ge=1)
+    c_out: int = Field(ge=1)
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int = Field(ge=1)
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    bn_folded: bool
+
+    @classmethod
+    def of(cls, layer: ConvLayer) -> LayerShape:
+        return cls(
+            c_in=layer.c_in,
+            c_out=layer.c_out,
+            kernel=layer.kernel,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            in_hw=layer.in_hw,
+            out_hw=layer.out_hw,
+            bn_folded=layer.bn_path is not None,
+        )
+
+
+class SpecLayer(_Frozen):
+    path: str
+    shape: LayerShape
+    candidate: str
+    macs: int = Field(ge=0)  # per frame (all calls)
+    params: int = Field(ge=0)
+    calls: int = Field(default=1, ge=1)
+
+    @field_validator("candidate")
+    @classmethod
+    def _known_candidate(cls, value: str) -> str:
+        from search_spaces import decode
+
+        decode(value)  # raises ValueError naming the bad token
+        return value
+
+
+class TeacherRef(_Frozen):
+    name: str
+    weights_id: str
+    num_classes: int = Field(ge=1)
+    output_kind: str
+
+
+class BudgetRef(_Frozen):
+    kind: Literal["macs", "latency"]
+    value: float = Field(gt=0)
+    text: str
+
+
+class Totals(_Frozen):
+    teacher_macs: int = Field(ge=0)  # one full teacher frame (the key frame)
+    delta_frame_macs: int = Field(ge=0)  # one frame between key frames
+    amortised_macs: float = Field(ge=0)  # (teacher + (K-1) * delta) / K
+    student_params: int = Field(ge=0)  # parameters of the student blocks
+
+
+class Spec(_Frozen):
+    format: Literal[1] = FORMAT
+    teacher: TeacherRef
+    input_size: tuple[int, int]
+    mode: Literal["delta", "perframe", "resolution"]
+    keyframe_interval: int = Field(ge=1)
+    budget: BudgetRef
+    layers: list[SpecLayer]
+    totals: Totals
+    search: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+
+    def candidates(self) -> dict[str, str]:
+        return {layer.path: layer.candidate for layer in self.layers}
+
+
+def save_spec(spec: Spec, path: str | Path) -> Path:
+    """Write the spec atomically (a reader never sees half a file)."""
+    atomic_write_text(path, spec.to_json())
+    return Path(path)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    return f"{where}: {error['msg']}"
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a spec; errors name the file and the offending field."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise NasError(f"spec file '{path}' does not exist") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NasError(f"spec file '{path}' is not readable JSON ({exc})") from exc
+    if isinstance(data, dict) and data.get("format") not in (None, FORMAT):
+        raise NasError(
+            f"spec file '{path}' has format {data.get('format')!r}; this nas reads {FORMAT}"
+        )
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise NasError(f"spec file '{path}' is invalid: {_first_error(exc)}") from exc

@@ -1,0 +1,357 @@
+"""Candidate student blocks: linear, bias-free stand-ins for one teacher conv, in one registry.
+
+Every kind is an `nn.Module` class built through the same factory signature:
+
+    CANDIDATES.get("sep")(layer, rank=16, weight=w)   # -> SepBlock
+    CANDIDATES.get("full")(layer, rank=None, weight=None)
+
+`layer` is the teacher's `ConvLayer`; `weight` its BatchNorm-folded weight W'
+(c_out x c_in/groups x kh x kw) to start from (None: torch's default random init). In delta mode
+a block maps the change of the layer's input to the change of its output, and a bias cancels in
+a difference, so no block has one. Each class also states its cost and maximal rank without
+being built (`macs`, `params`, `max_rank`); ranks above the maximum are clipped to it.
+
+Low-rank kinds start from the truncated SVD of a reshaped W', the square roots of the singular
+values split between the two factors, so at full rank they reproduce the teacher conv exactly.
+The SVDs of the last few weights are memoised (by tensor identity and its version counter, so an
+in-place update is seen): building every rank of one layer factorises its weight once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.cost import conv_macs, conv_out_size
+from nas.errors import NasError
+from nas.graph import ConvLayer
+from nas.registry import Registry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A conv's spatial config; gives the output size at any input size."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+
+    @classmethod
+    def of(cls, layer: ConvLayer) -> Geometry:
+        return cls(layer.kernel, layer.stride, layer.padding, layer.dilation)
+
+    def out_hw(self, in_hw: tuple[int, int]) -> tuple[int, int]:
+        return tuple(
+            conv_out_size(size, kernel=k, stride=s, padding=p, dilation=d)
+            for size, k, s, p, d in zip(
+                in_hw, self.kernel, self.stride, self.padding, self.dilation, strict=True
+            )
+        )
+
+
+def _check_weight(layer: ConvLayer, weight: torch.Tensor | None) -> None:
+    if weight is None:
+        return
+    shape = (layer.c_out, layer.c_in // layer.groups, *layer.kernel)
+    if tuple(weight.shape) != shape:
+        raise NasError(
+            f"layer {layer.path}: weight has shape {tuple(weight.shape)}, expected {shape} "
+            "(c_out x c_in/groups x kh x kw)"
+        )
+
+
+def _like(weight: torch.Tensor | None) -> dict:
+    """Factory kwargs that put new parameters on the weight's device and dtype."""
+    return {} if weight is None else {"device": weight.device, "dtype": weight.dtype}
+
+
+def _copy(param: torch.Tensor, value: torch.Tensor) -> None:
+    with torch.no_grad():
+        param.copy_(value)
+
+
+_SVD_CACHE: list[tuple[torch.Tensor, int, str, tuple[torch.Tensor, ...]]] = []
+_SVD_CACHE_SIZE = 4
+
+
+def _factors(
+    weight: torch.Tensor, kind: str, matrix: torch.Tensor, rank: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (m x rank) and B (rank x n) with A @ B the best rank-`rank` approximation of `matrix`."""
+    key = (weight, weight._version, kind)
+    hit = next((e for e in _SVD_CACHE if e[0] is weight and e[1:3] == key[1:]), None)
+    if hit is None:
+        usv = torch.linalg.svd(matrix.detach().to("cpu", torch.float64), full_matrices=False)
+        hit = (*key, usv)
+        _SVD_CACHE.insert(0, hit)
+        del _SVD_CACHE[_SVD_CACHE_SIZE:]
+    u, s, vh = hit[3]
+    root = s[:rank].sqrt()
+    a, b = u[:, :rank] * root, root[:, None] * vh[:rank]
+    return a.to(weight.device, weight.dtype), b.to(weight.device, weight.dtype)
+
+
+class CandidateBlock(nn.Module):
+    """Base of every kind: built as `Kind(layer, *, rank, weight)`; costs known in advance."""
+
+    kind: ClassVar[str]
+    ranked: ClassVar[bool] = False  # takes a rank: `<kind>_r<R>`
+    grouped: ClassVar[bool] = False  # may stand in for grouped and depthwise convs
+    downsampled: ClassVar[bool] = True  # may run at half resolution: `down2_<kind>`
+
+    @classmethod
+    def max_rank(cls, layer: ConvLayer) -> int | None:
+        """The rank at which the block is exact (None: the kind takes no rank)."""
+        return None
+
+    @classmethod
+    def clip_rank(cls, layer: ConvLayer, rank: int | None) -> int | None:
+        """`rank` clipped to the layer's maximum; errors if the kind needs a rank or takes none."""
+        if not cls.ranked:
+            if rank is not None:
+                raise NasError(f"candidate kind '{cls.kind}' takes no rank (got {rank!r})")
+            return None
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise NasError(f"candidate kind '{cls.kind}' needs a rank >= 1 (got {rank!r})")
+        return min(rank, cls.max_rank(layer))
+
+    @classmethod
+    def macs(cls, layer: ConvLayer, *, rank: int | None, in_hw: tuple[int, int]) -> int:
+        """Multiply-adds of one call on an input of `in_hw` (H, W), as torchvision counts them."""
+        raise NotImplementedError
+
+    @classmethod
+    def params(cls, layer: ConvLayer, *, rank: int | None) -> int:
+        raise NotImplementedError
+
+
+CANDIDATES: Registry[type[CandidateBlock]] = Registry("candidate")
+
+
+def _register(cls: type[CandidateBlock]) -> type[CandidateBlock]:
+    CANDIDATES.register(cls.kind, cls)
+    return cls
+
+
+@_register
+class FullBlock(CandidateBlock):
+    """The teacher conv itself, without bias: exact, no saving."""
+
+    kind = "full"
+    grouped = True
+
+    def __init__(
+        self, layer: ConvLayer, *, rank: int | None = None, weight: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.clip_rank(layer, rank)
+        _check_weight(layer, weight)
+        self.conv = nn.Conv2d(
+            layer.c_in,
+            layer.c_out,
+            layer.kernel,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=False,
+            **_like(weight),
+        )
+        if weight is not None:
+            _copy(self.conv.weight, weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    @classmethod
+    def macs(cls, layer: ConvLayer, *, rank: int | None, in_hw: tuple[int, int]) -> int:
+        out_hw = Geometry.of(layer).out_hw(in_hw)
+        return conv_macs(
+            c_in=layer.c_in,
+            c_out=layer.c_out,
+            kernel=layer.kernel,
+            out_hw=out_hw,
+            groups=layer.groups,
+        )
+
+    @classmethod
+    def params(cls, layer: ConvLayer, *, rank: int | None) -> int:
+        kh, kw = layer.kernel
+        return layer.c_out * (layer.c_in // layer.groups) * kh * kw
+
+
+@_register
+class ZeroBlock(CandidateBlock):
+    """Predicts no change (the key frame's output is reused): zeros of the output's shape."""
+
+    kind = "zero"
+    grouped = True
+    downsampled = False
+
+    def __init__(
+        self, layer: ConvLayer, *, rank: int | None = None, weight: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.clip_rank(layer, rank)
+        _check_weight(layer, weight)
+        self.c_out = layer.c_out
+        self.geometry = Geometry.of(layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], self.c_out, *self.geometry.out_hw(x.shape[-2:]))
+
+    def extra_repr(self) -> str:
+        return f"c_out={self.c_out}, {self.geometry}"
+
+    @classmethod
+    def macs(cls, layer: ConvLayer, *, rank: int | None, in_hw: tuple[int, int]) -> int:
+        return 0
+
+    @classmethod
+    def params(cls, layer: ConvLayer, *, rank: int | None) -> int:
+        return 0
+
+
+@_register
+class SepBlock(CandidateBlock):
+    """Spatially separable low rank: a kh x 1 conv c_in -> R, then a 1 x kw conv R -> c_out.
+
+    Initialised from the SVD of W' as a (c_in*kh) x (c_out*kw) matrix,
+    M[(i, y), (o, x)] = W'[o, i, y, x]; the vertical conv takes the layer's vertical stride,
+    padding and dilation, the horizontal conv the horizontal ones.
+    """
+
+    kind = "sep"
+    ranked = True
+
+    def __init__(
+        self, layer: ConvLayer, *, rank: int | None = None, weight: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        rank = self.clip_rank(layer, rank)
+        _check_weight(layer, weight)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+            layer.kernel,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+        )
+        like = _like(weight)
+        self.vertical = nn.Conv2d(
+            layer.c_in, rank, (kh, 1), (sh, 1), (ph, 0), (dh, 1), bias=False, **like
+        )
+        self.horizontal = nn.Conv2d(
+            rank, layer.c_out, (1, kw), (1, sw), (0, pw), (1, dw), bias=False, **like
+        )
+        if weight is not None:
+            matrix = weight.permute(1, 2, 0, 3).reshape(layer.c_in * kh, layer.c_out * kw)
+            a, b = _factors(weight, self.kind, matrix, rank)
+            _copy(self.vertical.weight, a.T.reshape(rank, layer.c_in, kh, 1))
+            horizontal = b.reshape(rank, layer.c_out, kw).permute(1, 0, 2)
+            _copy(self.horizontal.weight, horizontal.reshape(layer.c_out, rank, 1, kw))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.horizontal(self.vertical(x))
+
+    @classmethod
+    def max_rank(cls, layer: ConvLayer) -> int:
+        kh, kw = layer.kernel
+        return min(layer.c_in * kh, layer.c_out * kw)
+
+    @classmethod
+    def macs(cls, layer: ConvLayer, *, rank: int | None, in_hw: tuple[int, int]) -> int:
+        rank = cls.clip_rank(layer, rank)
+        kh, kw = layer.kernel
+        out_h, out_w = Geometry.of(layer).out_hw(in_hw)
+        # The vertical conv keeps the input's full width; the horizontal one strides it.
+        return rank * out_h * in_hw[1] * layer.c_in * kh + layer.c_out * out_h * out_w * rank * kw
+
+    @classmethod
+    def params(cls, layer: ConvLayer, *, rank: int | None) -> int:
+        rank = cls.clip_rank(layer, rank)
+        kh, kw = layer.kernel
+        return rank * (layer.c_in * kh + layer.c_out * kw)
+
+
+@_register
+class LowRankBlock(CandidateBlock):
+    """Low rank: a kh x kw conv c_in -> R (the layer's stride, padding, dilation), then 1 x 1.
+
+    Initialised from the SVD of W' as a c_out x (c_in*kh*kw) matrix.
+    """
+
+    kind = "lowrank"
+    ranked = True
+
+    def __init__(
+        self, layer: ConvLayer, *, rank: int | None = None, weight: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        rank = self.clip_rank(layer, rank)
+        _check_weight(layer, weight)
+        like = _like(weight)
+        self.reduce = nn.Conv2d(
+            layer.c_in,
+            rank,
+            layer.kernel,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            bias=False,
+            **like,
+        )
+        self.expand = nn.Conv2d(rank, layer.c_out, 1, bias=False, **like)
+        if weight is not None:
+            a, b = _factors(weight, self.kind, weight.reshape(layer.c_out, -1), rank)
+            _copy(self.reduce.weight, b.reshape(rank, layer.c_in, *layer.kernel))
+            _copy(self.expand.weight, a.reshape(layer.c_out, rank, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.reduce(x))
+
+    @classmethod
+    def max_rank(cls, layer: ConvLayer) -> int:
+        kh, kw = layer.kernel
+        return min(layer.c_out, layer.c_in * kh * kw)
+
+    @classmethod
+    def macs(cls, layer: ConvLayer, *, rank: int | None, in_hw: tuple[int, int]) -> int:
+        rank = cls.clip_rank(layer, rank)
+        kh, kw = layer.kernel
+        out_h, out_w = Geometry.of(layer).out_hw(in_hw)
+        return out_h * out_w * rank * (layer.c_in * kh * kw + layer.c_out)
+
+    @classmethod
+    def params(cls, layer: ConvLayer, *, rank: int | None) -> int:
+        rank = cls.clip_rank(layer, rank)
+        kh, kw = layer.kernel
+        return rank * (layer.c_in * kh * kw + layer.c_out)
+
+
+def pooled_hw(in_hw: tuple[int, int], factor: int) -> tuple[int, int]:
+    """Size after average pooling by `factor` in ceil mode (a partial edge window counts)."""
+    return tuple(-(-size // factor) for size in in_hw)
+
+
+class DownBlock(nn.Module):
+    """`inner` run on the delta average-pooled by `factor` (ceil mode), its output upsampled
+    (bilinear, align_corners=False) to exactly the layer's output size at the input's size."""
+
+    def __init__(self, inner: nn.Module, layer: ConvLayer, *, factor: int = 2) -> None:
+        super().__init__()
+        self.inner = inner
+        self.factor = factor
+        self.geometry = Geometry.of(layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.geometry.out_hw(x.shape[-2:])
+        y = self.inner(F.avg_pool2d(x, self.factor, ceil_mode=True))
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
