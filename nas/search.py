@@ -237,11 +237,11 @@ def run_search(
             multiplier = max(0.0, multiplier + config.dual_lr * (float(ratio.detach()) - 1))
         row = StepLog(
             step=step,
-            loss=float(loss),
-            layer_loss=float(l_layer),
-            output_loss=float(l_out),
-            task_loss=float(l_task),
-            expected_cost=float(expected),
+            loss=float(loss.detach()),
+            layer_loss=float(l_layer.detach()),
+            output_loss=float(l_out.detach()),
+            task_loss=float(l_task.detach()),
+            expected_cost=float(expected.detach()),
             budget=budget.value,
             tau=tau,
             multiplier=multiplier,

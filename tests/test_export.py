@@ -28,7 +28,9 @@ def _cost(choices, picks, key, other, k):
 def test_keeps_most_probable_when_within_budget():
     rng = random.Random(0)
     choices = _choices(rng, 6)
-    picks = export_choices(choices, keyframe_cost=10_000, other_cost=0, interval=3, budget=1e9)
+    picks = export_choices(
+        choices, keyframe_cost=10_000, other_cost=0, interval=3, budget=1e9, fill=False
+    )
     for c in choices:
         assert picks[c.path] == c.names[max(range(len(c.names)), key=lambda i, c=c: c.log_probs[i])]
 
@@ -43,10 +45,21 @@ def test_never_over_budget_and_not_wasteful(seed):
     budget = rng.uniform(floor, ceiling)
     picks = export_choices(choices, keyframe_cost=key, other_cost=other, interval=k, budget=budget)
     assert _cost(choices, picks, key, other, k) <= budget
-    # Repair only ever downgrades from the most probable candidate, never upgrades.
+    # Not wasteful: no single layer can be upgraded one step and still fit.
+    index = {c.path: c.names.index(picks[c.path]) for c in choices}
+    spent = delta_frame_cost(choices, index, other)
+    for c in choices:
+        i = index[c.path]
+        dearer = [c.cost[j] for j in range(len(c.names)) if c.cost[j] > c.cost[i]]
+        if dearer:
+            assert amortised(key, spent + min(dearer) - c.cost[i], k) > budget
+    # Without filling, repair only ever downgrades from the most probable candidate.
+    plain = export_choices(
+        choices, keyframe_cost=key, other_cost=other, interval=k, budget=budget, fill=False
+    )
     for c in choices:
         top = max(range(len(c.names)), key=lambda i, c=c: (c.log_probs[i], -i))
-        assert c.cost[c.names.index(picks[c.path])] <= c.cost[top]
+        assert c.cost[c.names.index(plain[c.path])] <= c.cost[top]
 
 
 def test_downgrades_the_layer_that_loses_least_per_mac():
@@ -56,6 +69,16 @@ def test_downgrades_the_layer_that_loses_least_per_mac():
         [sure, unsure], keyframe_cost=0, other_cost=0, interval=2, budget=50
     )  # amortised = delta / 2; both full = 100 > 50, one downgrade fits
     assert picks == {"sure": "full", "unsure": "cheap"}
+
+
+def test_fills_unused_budget_where_it_loses_least():
+    a = LayerChoice("a", ("zero", "mid", "full"), (0, 40, 100), (0.0, -1.0, -3.0))
+    b = LayerChoice("b", ("zero", "mid", "full"), (0, 40, 100), (0.0, -0.5, -9.0))
+    # Most probable: both zero (cost 0). Budget 70 (delta, interval 2 -> amortised 35 with key 0)
+    picks = export_choices([a, b], keyframe_cost=0, other_cost=0, interval=2, budget=35)
+    assert picks == {"a": "zero", "b": "mid"}  # b's upgrade loses less per unit; a's no longer fits
+    picks = export_choices([a, b], keyframe_cost=0, other_cost=0, interval=2, budget=40)
+    assert picks == {"a": "mid", "b": "mid"}
 
 
 def test_deterministic():
