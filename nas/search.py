@@ -225,7 +225,7 @@ def run_search(
         )
         if not torch.isfinite(loss):
             raise NasError(
-                f"the search diverged at step {step} (loss {float(loss)}): lower the learning "
+                f"the search diverged at step {step} (loss {float(loss.detach())}): lower the learning "
                 "rates or check the teacher's weights; nothing was exported"
             )
         for opt in optimisers:

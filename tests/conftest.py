@@ -74,3 +74,29 @@ def run_nas(tmp_path):
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+class NanNet(TinySegNet):
+    """A teacher whose outputs are NaN: a search on it must stop, not export."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * float("nan")
+
+
+def build_nan() -> NanNet:
+    """A `module:callable` factory for tests: `tests.conftest:build_nan`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return NanNet()
+
+
+TINY_SEARCH = dict(
+    teacher="tests.conftest:build_tiny",
+    video="synthetic:frames=24,size=64x96",
+    input_size="64x96",
+    max_frames=24,
+    steps=6,
+    val_batches=2,
+    device="cpu",
+    threads=1,
+)

@@ -135,3 +135,43 @@ def test_debug_shows_traceback(run_nas):
 def test_unknown_option_is_a_usage_error(run_nas):
     result = run_nas("cost", "--frobnicate")
     assert result.returncode == 2 and "No such option" in result.stderr
+
+
+TINY_ARGS = [
+    "search", "--teacher", "tests.conftest:build_tiny", "--video", "synthetic:frames=24,size=64x96",
+    "--input-size", "64x96", "--max-frames", "24", "--steps", "4", "--device", "cpu",
+]  # fmt: skip
+
+
+def test_search_writes_spec_and_summary(run_nas, tmp_path):
+    result = run_nas(*TINY_ARGS, "--budget", "3MFLOPs", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "spec.json").is_file()
+    assert "budget 3MFLOPs: amortised cost" in result.stdout
+    assert "layers per candidate kind:" in result.stdout
+    assert "validation agreement with the teacher" in result.stdout
+    assert f"spec written to {tmp_path / 'run' / 'spec.json'}" in result.stdout.replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--budget", "0.5MFLOPs"], "smallest key-frame interval that could meet it is"),
+        (["--budget", "3MFLOPs", "--search-space", "nope"], "unknown search-space preset 'nope'"),
+        (["--budget", "3MFLOPs", "--video", "{corrupt}"], "corrupt.mp4"),
+        (["--budget", "3MFLOPs", "--video", "{empty}"], "no images"),
+        (["--budget", "3MFLOPs", "--keyframe-interval", "1"], "--keyframe-interval"),
+        (["--budget", "three"], "invalid budget 'three'"),
+    ],
+)
+def test_search_bad_input_is_one_line_exit_2(run_nas, tmp_path, extra, message):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video" * 10)
+    (tmp_path / "empty").mkdir()
+    paths = {"{corrupt}": str(corrupt), "{empty}": str(tmp_path / "empty")}
+    extra = [paths.get(a, a) for a in extra]
+    result = run_nas(*TINY_ARGS, *extra, "--out", str(tmp_path / "run"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "run" / "spec.json").exists()

@@ -1,0 +1,96 @@
+"""The search end to end on a tiny teacher and synthetic video: budget met, deterministic, safe."""
+
+import csv
+import json
+
+import pytest
+
+from nas.errors import NasError
+from nas.pipeline import SearchOptions, search
+from nas.spec import load_spec
+from tests.conftest import TINY_SEARCH
+
+
+def _run(tmp_path, name="run", **overrides):
+    options = SearchOptions(
+        **(TINY_SEARCH | {"budget": "3MFLOPs", "out": str(tmp_path / name)} | overrides)
+    )
+    return search(options)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("search"))
+
+
+def test_spec_meets_and_uses_the_budget(tiny_run):
+    spec = tiny_run.spec
+    assert spec.totals.amortised_macs <= 3e6
+    # The budget is spent: no layer's next dearer candidate would still fit.
+    assert spec.totals.amortised_macs > 0.5 * 3e6
+    assert spec.totals.teacher_macs > 3e6  # the budget asked for a real saving
+    assert {layer.path for layer in spec.layers} == {"stem.0", "dw", "pw", "dilated", "head"}
+    delta = spec.totals.delta_frame_macs
+    assert delta == sum(layer.macs for layer in spec.layers)  # the tiny net has only convs
+    assert spec.totals.amortised_macs == pytest.approx((spec.totals.teacher_macs + 2 * delta) / 3)
+    assert 0.0 <= spec.metrics["val_agreement"] <= 1.0
+
+
+def test_run_folder(tiny_run):
+    out = tiny_run.out
+    assert load_spec(out / "spec.json") == tiny_run.spec
+    config = json.loads((out / "config.json").read_text())
+    assert config["budget"] == "3MFLOPs" and config["steps"] == 6
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(6))
+    assert all(float(r["expected_cost"]) > 0 and float(r["tau"]) > 0 for r in rows)
+    assert float(rows[0]["task_loss"]) > 0  # synthetic labels fit the tiny teacher's 3 classes
+
+
+def test_deterministic_for_a_seed(tmp_path, tiny_run):
+    again = _run(tmp_path)
+    strip = lambda spec: spec.model_dump(exclude={"metrics"})  # noqa: E731
+    assert strip(again.spec) == strip(tiny_run.spec)
+    assert again.spec.metrics["val_agreement"] == tiny_run.spec.metrics["val_agreement"]
+
+
+def test_fixed_penalty_runs(tmp_path):
+    result = _run(tmp_path, penalty="fixed", beta=2.0)
+    assert result.spec.totals.amortised_macs <= 3e6
+    assert result.spec.search["penalty"] == "fixed"
+
+
+def test_budget_below_key_frame_share_is_refused_before_work(tmp_path):
+    with pytest.raises(NasError) as info:
+        _run(tmp_path, budget="0.5MFLOPs")
+    message = str(info.value)
+    assert "below what key-frame interval 3 allows" in message
+    assert "smallest key-frame interval that could meet it is" in message
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_nan_stops_the_run_without_a_spec(tmp_path):
+    with pytest.raises(NasError, match="diverged at step 0"):
+        _run(tmp_path, teacher="tests.conftest:build_nan")
+    assert not (tmp_path / "run" / "spec.json").exists()
+
+
+def test_latency_budget_checked_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    result = _run(tmp_path, budget="1s")
+    metrics = result.spec.metrics
+    assert metrics["amortised_ms"] <= 1000.0 and metrics["keyframe_ms"] > 0
+    assert any((tmp_path / "cache" / "latency").iterdir())  # the per-candidate table is on disk
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"search_space": "nope"}, "unknown search-space preset 'nope'"),
+        ({"video": "sample:nope"}, "sample"),
+        ({"video": "/definitely/missing.mp4"}, "missing.mp4"),
+    ],
+)
+def test_bad_input(tmp_path, overrides, message):
+    with pytest.raises(NasError, match=message):
+        _run(tmp_path, **overrides)
