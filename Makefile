@@ -21,10 +21,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/nas cost --teacher deeplabv3 --per-layer
+	$(BIN)/nas search --teacher deeplabv3 --budget 5GFLOPs --out results/demo
+	@echo "The student spec is results/demo/spec.json (config.json and log.csv beside it)."
 
 bench: $(STAMP)
 	$(BIN)/python bench/cost_speed.py
+	$(BIN)/python bench/search_cost.py
+	$(BIN)/python bench/search_quality.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -311,6 +311,151 @@ def _print_search_summary(result) -> None:
     console.print(f"spec written to {result.out / 'spec.json'}")
 
 
+@app.command()
+def train(
+    spec_path: Path = typer.Option(..., "--spec", help="spec.json written by nas search."),
+    video: str = typer.Option("sample:bikes", "--video", help="Training video (see nas search)."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Training steps (default: from --epochs)."
+    ),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training clips."),
+    batch_size: int = typer.Option(2, "--batch-size", help="Clips per step."),
+    lr: float = typer.Option(1e-4, "--lr", help="Learning rate of the student blocks."),
+    finetune: bool = typer.Option(False, "--finetune", help="Also fine-tune the teacher's layers."),
+    checkpoint_every: int = typer.Option(
+        50, "--checkpoint-every", help="Steps between checkpoints."
+    ),
+    max_frames: int = typer.Option(150, "--max-frames", help="Frames read from the video."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu or cuda (default: cuda if available)."
+    ),
+    teacher_weights: Path | None = typer.Option(
+        None, "--teacher-weights", help="The search's weights file."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Folder for checkpoint.pt and student.pt."),
+) -> None:
+    """Retrain a student from its spec; rerunning the same command resumes from its checkpoint."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nas.pipeline import clip_batches, resolve_device, video_clips
+    from nas.spec import load_spec
+    from nas.student import build_student, teacher_for
+    from nas.train import TrainConfig, train_student
+
+    spec = load_spec(spec_path)
+    dev = resolve_device(device)
+    teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
+    student = build_student(spec, teacher).to(dev)
+    train_clips, _ = video_clips(
+        teacher,
+        video,
+        size=tuple(spec.input_size),
+        interval=spec.keyframe_interval,
+        max_frames=max_frames,
+        val_fraction=0.2,
+    )
+    if steps is None:
+        steps = max(1, round(epochs * len(train_clips.pairs) / batch_size))
+    config = TrainConfig(
+        steps=steps, lr=lr, checkpoint_every=checkpoint_every, finetune=finetune, seed=seed
+    )
+    out = out or spec_path.parent / "train"
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}  {task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task("train", total=steps, status="")
+
+        def on_step(row) -> None:
+            status = (
+                f"loss {row.loss:.4f}  layer {row.layer_loss:.4f}  output {row.output_loss:.4f}"
+            )
+            progress.update(task, completed=row.step + 1, status=status)
+
+        batches = clip_batches(train_clips, teacher, batch_size=batch_size, device=dev)
+        weights = train_student(
+            student, teacher.output_kind, batches, out=out, config=config, on_step=on_step
+        )
+    console.print(f"student weights written to {weights}")
+
+
+@app.command()
+def infer(
+    spec_path: Path = typer.Option(..., "--spec", help="spec.json written by nas search."),
+    video: str = typer.Option(..., "--video", help="Video to run on (see nas search)."),
+    out: Path = typer.Option(..., "--out", help="A folder for PNG masks, or a .mp4 overlay video."),
+    weights: Path | None = typer.Option(None, "--weights", help="student.pt from nas train."),
+    keyframe_interval: int | None = typer.Option(
+        None, "--keyframe-interval", "-k", help="Default: the spec's."
+    ),
+    adaptive: float | None = typer.Option(
+        None, "--adaptive", help="New key frame when the input changed by more than this."
+    ),
+    max_frames: int | None = typer.Option(
+        None, "--max-frames", help="Stop after this many frames."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu or cuda (default: cuda if available)."
+    ),
+    teacher_weights: Path | None = typer.Option(
+        None, "--teacher-weights", help="The search's weights file."
+    ),
+) -> None:
+    """Run a student on a video with key frames; write its predictions as masks or a video."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nas.data import open_video, resize_crop
+    from nas.infer import to_mask, writer_for
+    from nas.pipeline import resolve_device
+    from nas.runner import DeltaRunner
+    from nas.spec import load_spec
+    from nas.student import build_student, load_student_weights, teacher_for
+
+    spec = load_spec(spec_path)
+    dev = resolve_device(device)
+    teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
+    student = build_student(spec, teacher).to(dev)
+    if weights is not None:
+        load_student_weights(student, weights)
+    source = open_video(video, max_frames=max_frames)
+    runner = DeltaRunner(
+        student, interval=keyframe_interval or spec.keyframe_interval, adaptive_threshold=adaptive
+    )
+    size = tuple(spec.input_size)
+    writer = writer_for(out)
+    keys = frames = 0
+    progress = Progress(
+        TextColumn("[bold]infer"),
+        BarColumn(),
+        TextColumn("{task.completed} frames, {task.fields[keys]} key"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    try:
+        with progress:
+            task = progress.add_task("infer", total=None, keys=0)
+            for frame in source.frames():
+                image = resize_crop(frame, size).image
+                step = runner.step(teacher.input_spec.normalize(image[None].to(dev)))
+                writer.write(
+                    image,
+                    to_mask(step.prediction, teacher.output_kind),
+                    teacher.output_kind,
+                    teacher.num_classes,
+                )
+                frames += 1
+                keys += step.is_key
+                progress.update(task, completed=frames, keys=keys)
+    finally:
+        writer.close()
+    console.print(f"{frames} frames ({keys} key frames) written to {out}")
+
+
 def _budget_verdict(fraction: float) -> str:
     if fraction >= 1:
         return f"{100 * fraction:.1f}% of the teacher: the teacher already fits"

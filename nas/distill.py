@@ -11,6 +11,8 @@ Each term is scale-free, so their weights mean the same for every teacher:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +42,41 @@ def output_loss(student: torch.Tensor, teacher: torch.Tensor, kind: OutputKind) 
         .sum(1)
         .mean()
     )
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    layer: float = 1.0
+    output: float = 1.0
+    task: float = 1.0
+
+
+def delta_losses(
+    model: DeltaModel,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    kind: OutputKind,
+    weights: LossWeights,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One delta-distillation forward on a clip batch: the weighted loss and its parts.
+
+    The teacher runs on the key frames (filling the caches) and on frames t (the targets), then
+    the delta model on frames t.
+    """
+    x_key, x_t, labels = batch
+    model.key_frame(x_key)
+    y_teacher = model.teacher_frame(x_t)
+    y = model.delta_frame(x_t)
+    parts = {
+        "layer_loss": layer_loss(model),
+        "output_loss": output_loss(y, y_teacher, kind),
+        "task_loss": task_loss(y, labels, kind) if labels is not None else y.new_zeros(()),
+    }
+    loss = (
+        weights.layer * parts["layer_loss"]
+        + weights.output * parts["output_loss"]
+        + weights.task * parts["task_loss"]
+    )
+    return loss, parts
 
 
 def task_loss(student: torch.Tensor, labels: torch.Tensor, kind: OutputKind) -> torch.Tensor:

@@ -60,6 +60,21 @@ class ConvLayer:
         return asdict(self)
 
 
+def conv_for(layer: ConvLayer, *, bias: bool, **factory) -> nn.Conv2d:
+    """A fresh `nn.Conv2d` with the layer's configuration (`factory`: device, dtype)."""
+    return nn.Conv2d(
+        layer.c_in,
+        layer.c_out,
+        layer.kernel,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        bias=bias,
+        **factory,
+    )
+
+
 def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from nas.errors import NasError
-from nas.graph import ConvLayer
+from nas.graph import ConvLayer, conv_for
 from nas.io import atomic_write_json, cache_dir
 
 
@@ -179,17 +179,7 @@ def conv_latencies(
     for layer in layers:
 
         def timed(layer=layer) -> float:
-            conv = nn.Conv2d(
-                layer.c_in,
-                layer.c_out,
-                layer.kernel,
-                stride=layer.stride,
-                padding=layer.padding,
-                dilation=layer.dilation,
-                groups=layer.groups,
-                bias=layer.bias,
-                device=device,
-            )
+            conv = conv_for(layer, bias=layer.bias, device=device)
             shape = (1, layer.c_in, *layer.in_hw)
             return time_module(
                 conv, shape, device=device, warmup=warmup, repeats=repeats, threads=threads

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -142,7 +144,7 @@ def latency_table(
     return CostTable(CostKind.LATENCY, keyframe, max(0.0, keyframe - full), candidates)
 
 
-def _device(name: str | None) -> torch.device:
+def resolve_device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return parse_device(name)
@@ -243,12 +245,89 @@ def fit_measured_latency(
     }
 
 
-def search(
-    options: SearchOptions, *, on_step: Callable[[StepLog], None] | None = None
-) -> RunResult:
-    """Run one delta-distillation search and write its run folder (see module docstring)."""
+@dataclass
+class Prepared:
+    """Everything a search needs, resolved from the options and checked before any training."""
+
+    options: SearchOptions
+    budget: Budget
+    device: torch.device
+    threads: int
+    teacher: Teacher
+    size: tuple[int, int]
+    layers: list[ConvLayer]
+    macs: CostTable  # exact multiply-adds (what the spec records)
+    costs: CostTable  # in the budget's unit (multiply-adds, or measured seconds)
+    train: ClipSampler
+    val: ClipSampler
+
+    def to_input(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.teacher.input_spec.normalize(frames.to(self.device))
+
+    @cached_property
+    def next_batch(self) -> Callable[[torch.Generator], tuple]:
+        return clip_batches(
+            self.train, self.teacher, batch_size=self.options.batch_size, device=self.device
+        )
+
+    def val_batches(self) -> list:
+        batches = self.val.validation_batches(self.options.batch_size)
+        return [
+            (self.to_input(b.key), self.to_input(b.frame), None)
+            for b in itertools.islice(batches, self.options.val_batches)
+        ]
+
+    def supernet(self, costs: CostTable | None = None) -> Supernet:
+        """The searchable delta model over `costs`' candidates (default: all of the preset's)."""
+        net = build_supernet(
+            self.teacher,
+            self.layers,
+            costs or self.costs,
+            lambda name, layer, w: build_candidate(name, layer, weight=w),
+        )
+        net.model.to(self.device)
+        return net
+
+
+def video_clips(
+    teacher: Teacher,
+    video: str,
+    *,
+    size: tuple[int, int],
+    interval: int,
+    max_frames: int | None,
+    val_fraction: float,
+) -> tuple[ClipSampler, ClipSampler]:
+    """Training and validation clips of a video, split by time; labels kept where they fit."""
+    source = open_video(video, max_frames=max_frames)
+    stack = load_frames(source, size=size)
+    train_ranges, val_ranges = split_sequences(stack.sequences, val_fraction, gap=interval)
+    use_labels = stack.labels is not None and source.num_classes == teacher.num_classes
+    labels = stack.labels if use_labels else None
+    return (
+        ClipSampler(stack.frames, interval=interval, ranges=train_ranges, labels=labels),
+        ClipSampler(stack.frames, interval=interval, ranges=val_ranges),
+    )
+
+
+def clip_batches(
+    sampler: ClipSampler, teacher: Teacher, *, batch_size: int, device: torch.device
+) -> Callable[[torch.Generator], tuple]:
+    """A `next_batch(generator)` drawing normalised (key, frame t, labels t) batches."""
+
+    def next_batch(generator: torch.Generator):
+        batch = sampler.sample(batch_size, generator=generator)
+        labels = batch.labels.to(device) if batch.labels is not None else None
+        normalize = teacher.input_spec.normalize
+        return normalize(batch.key.to(device)), normalize(batch.frame.to(device)), labels
+
+    return next_batch
+
+
+def prepare(options: SearchOptions) -> Prepared:
+    """Resolve teacher, input size, candidates, costs and data; refuse a budget that cannot fit."""
     budget: Budget = parse_budget(options.budget)
-    device = _device(options.device)
+    device = resolve_device(options.device)
     threads = options.threads or default_threads()
     if device.type == "cpu":
         torch.set_num_threads(threads)
@@ -263,46 +342,47 @@ def search(
     layers = layer_graph(teacher.module, size)
     preset = load_preset(options.search_space)
     names = {layer.path: resolve_candidates(preset, layer) for layer in layers}
-    table = macs_table(teacher, layers, names, size)
+    macs = macs_table(teacher, layers, names, size)
     if budget.kind is CostKind.LATENCY:
         costs = latency_table(teacher, layers, names, size, device=device, threads=threads)
     else:
-        costs = table
+        costs = macs
     check_budget(costs, budget, options.keyframe_interval)
 
-    video = open_video(options.video, max_frames=options.max_frames)
-    stack = load_frames(video, size=size)
-    train_ranges, val_ranges = split_sequences(
-        stack.sequences, options.val_fraction, gap=options.keyframe_interval
+    train, val = video_clips(
+        teacher,
+        options.video,
+        size=size,
+        interval=options.keyframe_interval,
+        max_frames=options.max_frames,
+        val_fraction=options.val_fraction,
     )
-    use_labels = stack.labels is not None and video.num_classes == teacher.num_classes
-    labels = stack.labels if use_labels else None
-    train = ClipSampler(
-        stack.frames, interval=options.keyframe_interval, ranges=train_ranges, labels=labels
+    return Prepared(
+        options=options,
+        budget=budget,
+        device=device,
+        threads=threads,
+        teacher=teacher,
+        size=size,
+        layers=layers,
+        macs=macs,
+        costs=costs,
+        train=train,
+        val=val,
     )
-    val = ClipSampler(stack.frames, interval=options.keyframe_interval, ranges=val_ranges)
 
-    def to_input(frames: torch.Tensor) -> torch.Tensor:
-        return teacher.input_spec.normalize(frames.to(device))
 
-    def next_batch(generator: torch.Generator):
-        batch = train.sample(options.batch_size, generator=generator)
-        y = batch.labels.to(device) if batch.labels is not None else None
-        return to_input(batch.key), to_input(batch.frame), y
-
-    out = (
-        Path(options.out)
-        if options.out
-        else Path("results") / f"search-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
+def search(
+    options: SearchOptions, *, on_step: Callable[[StepLog], None] | None = None
+) -> RunResult:
+    """Run one delta-distillation search and write its run folder (see module docstring)."""
+    run = prepare(options)
+    out = Path(options.out or Path("results") / f"search-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").unlink(missing_ok=True)  # a rerun's old result must not pass for this one
     atomic_write_text(out / "config.json", options.model_dump_json(indent=2) + "\n")
 
-    net = build_supernet(
-        teacher, layers, costs, lambda name, layer, w: build_candidate(name, layer, weight=w)
-    )
-    net.model.to(device)
+    net = run.supernet()
     writer = _StepWriter(out / "log.csv")
     started = time.perf_counter()
     try:
@@ -314,29 +394,32 @@ def search(
 
         outcome = run_search(
             net,
-            teacher,
-            next_batch,
-            budget=budget,
+            run.teacher,
+            run.next_batch,
+            budget=run.budget,
             interval=options.keyframe_interval,
             config=options.search_config(),
             on_step=step,
         )
     finally:
         writer.close()
-    seconds = time.perf_counter() - started
-    val_batches = [
-        (to_input(b.key), to_input(b.frame), None)
-        for b in list(val.validation_batches(options.batch_size))[: options.val_batches]
-    ]
     picks = outcome.picks
-    metrics = {"search_seconds": seconds}
-    if budget.kind is CostKind.LATENCY:
+    metrics = {"search_seconds": time.perf_counter() - started}
+    if run.budget.kind is CostKind.LATENCY:
         picks, measured = fit_measured_latency(
-            net, picks, budget, options.keyframe_interval, size, device=device, threads=threads
+            net,
+            picks,
+            run.budget,
+            options.keyframe_interval,
+            run.size,
+            device=run.device,
+            threads=run.threads,
         )
         metrics |= measured
-    metrics |= validate(net, teacher, val_batches, picks)
-    spec = make_spec(teacher, layers, picks, table, budget, size, options, metrics)
+    metrics |= validate(net, run.teacher, run.val_batches(), picks)
+    spec = make_spec(
+        run.teacher, run.layers, picks, run.macs, run.budget, run.size, options, metrics
+    )
     save_spec(spec, out / "spec.json")
     return RunResult(spec, out, outcome.log, net.probabilities())
 

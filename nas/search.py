@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from nas.budget import Budget, CostKind
-from nas.distill import layer_loss, output_loss, task_loss
+from nas.distill import LossWeights, delta_losses
 from nas.errors import NasError
 from nas.export import LayerChoice, export_choices
 from nas.graph import ConvLayer
@@ -50,6 +50,9 @@ class SearchConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.layer_weight, self.output_weight, self.task_weight)
 
 
 @dataclass(frozen=True)
@@ -204,29 +207,18 @@ def run_search(
         tau = config.tau_start * (config.tau_end / config.tau_start) ** progress
         for m in net.mixed.values():
             m.tau = tau
-        x_key, x_t, labels = next_batch(generator)
-        net.model.key_frame(x_key)
-        y_teacher = net.model.teacher_frame(x_t)
-        y = net.model.delta_frame(x_t)
-        l_layer = layer_loss(net.model)
-        l_out = output_loss(y, y_teacher, teacher.output_kind)
-        l_task = (
-            task_loss(y, labels, teacher.output_kind) if labels is not None else y.new_zeros(())
+        distill, parts = delta_losses(
+            net.model, next_batch(generator), teacher.output_kind, config.loss_weights()
         )
         expected = amortised(net.table.keyframe, net.expected_delta(), interval)
         ratio = (expected / budget.value).float()
         fixed = config.penalty == "fixed"
         budget_term = config.beta * ratio if fixed else multiplier * (ratio - 1)
-        loss = (
-            config.layer_weight * l_layer
-            + config.output_weight * l_out
-            + config.task_weight * l_task
-            + budget_term
-        )
+        loss = distill + budget_term
         if not torch.isfinite(loss):
             raise NasError(
-                f"the search diverged at step {step} (loss {float(loss.detach())}): lower the learning "
-                "rates or check the teacher's weights; nothing was exported"
+                f"the search diverged at step {step} (loss {float(loss.detach())}): lower the "
+                "learning rates or check the teacher's weights; nothing was exported"
             )
         for opt in optimisers:
             opt.zero_grad(set_to_none=True)
@@ -238,9 +230,9 @@ def run_search(
         row = StepLog(
             step=step,
             loss=float(loss.detach()),
-            layer_loss=float(l_layer.detach()),
-            output_loss=float(l_out.detach()),
-            task_loss=float(l_task.detach()),
+            layer_loss=float(parts["layer_loss"].detach()),
+            output_loss=float(parts["output_loss"].detach()),
+            task_loss=float(parts["task_loss"].detach()),
             expected_cost=float(expected.detach()),
             budget=budget.value,
             tau=tau,

@@ -41,6 +41,8 @@ class MixedDelta(nn.Module):
     In training mode each forward samples one candidate i from Gumbel-softmax(logits / tau)
     and returns `w_i * block_i(x)`, where `w` is the hard one-hot sample carrying the soft
     sample's gradient (straight-through); in eval mode the most probable candidate runs.
+    `all_paths = True` runs every candidate and mixes them by softmax(logits) instead (DARTS),
+    kept only to measure what single-path sampling saves.
     """
 
     def __init__(self, names: list[str], blocks: list[nn.Module], costs: list[float]) -> None:
@@ -54,6 +56,7 @@ class MixedDelta(nn.Module):
         self.tau = 1.0
         self.generator: torch.Generator | None = None
         self.fixed: int | None = None  # run this candidate, whatever the logits say
+        self.all_paths = False
         self.last_choice: int | None = None
 
     def probs(self) -> torch.Tensor:
@@ -70,6 +73,9 @@ class MixedDelta(nn.Module):
         if self.fixed is not None or not self.training:
             self.last_choice = self.most_probable() if self.fixed is None else self.fixed
             return self.blocks[self.last_choice](x)
+        if self.all_paths:
+            weights = self.probs()
+            return sum(w * block(x) for w, block in zip(weights, self.blocks, strict=True))
         u = torch.rand(self.logits.shape, generator=self.generator).clamp_(1e-10, 1 - 1e-10)
         gumbel = -torch.log(-torch.log(u)).to(self.logits.device)
         soft = torch.softmax((self.logits + gumbel) / self.tau, dim=0)

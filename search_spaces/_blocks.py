@@ -28,7 +28,7 @@ from torch import nn
 
 from nas.cost import conv_macs, conv_out_size
 from nas.errors import NasError
-from nas.graph import ConvLayer
+from nas.graph import ConvLayer, conv_for
 from nas.registry import Registry
 
 
@@ -151,17 +151,7 @@ class FullBlock(CandidateBlock):
         super().__init__()
         self.clip_rank(layer, rank)
         _check_weight(layer, weight)
-        self.conv = nn.Conv2d(
-            layer.c_in,
-            layer.c_out,
-            layer.kernel,
-            stride=layer.stride,
-            padding=layer.padding,
-            dilation=layer.dilation,
-            groups=layer.groups,
-            bias=False,
-            **_like(weight),
-        )
+        self.conv = conv_for(layer, bias=False, **_like(weight))
         if weight is not None:
             _copy(self.conv.weight, weight)
 

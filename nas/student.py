@@ -1,0 +1,83 @@
+"""From a spec back to a working model: the student, initialised from the teacher's weights.
+
+    spec = load_spec("results/demo/spec.json")
+    teacher = load_teacher(spec.teacher.name)
+    student = build_student(spec, teacher)          # a DeltaModel, eval mode
+
+A spec is only ever built on the teacher it was searched for: same registry name, same weights
+(file hash), same conv layers with the same shapes at the spec's input size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.errors import NasError
+from nas.graph import layer_graph
+from nas.spec import LayerShape, Spec
+from nas.supernet import DeltaModel
+from nas.teachers import Teacher, load_teacher
+from nas.teachers.weights import load_into, read_state_dict
+from search_spaces import build_candidate
+
+
+def check_teacher(spec: Spec, teacher: Teacher) -> None:
+    """Refuse a teacher that is not the one the spec was made for."""
+    if teacher.name != spec.teacher.name:
+        raise NasError(
+            f"the spec was made for teacher {spec.teacher.name}, not {teacher.name}: "
+            f"pass --teacher {spec.teacher.name}"
+        )
+    if teacher.weights_id != spec.teacher.weights_id:
+        raise NasError(
+            f"the spec was made for {spec.teacher.name} with weights "
+            f"{spec.teacher.weights_id[:16]}, not {teacher.weights_id[:16]}: pass the same "
+            "--teacher-weights file as the search"
+        )
+
+
+def teacher_for(spec: Spec, *, weights: str | Path | None = None, device: str = "cpu") -> Teacher:
+    """Load the teacher a spec was made for (its class count too), and check it is that one."""
+    teacher = load_teacher(spec.teacher.name, weights=weights, device=device)
+    if teacher.num_classes != spec.teacher.num_classes:
+        teacher = load_teacher(
+            spec.teacher.name, weights=weights, num_classes=spec.teacher.num_classes, device=device
+        )
+    check_teacher(spec, teacher)
+    return teacher
+
+
+def build_student(spec: Spec, teacher: Teacher) -> DeltaModel:
+    """The delta model the spec describes, each block initialised from the teacher's weights."""
+    if spec.mode != "delta":
+        raise NasError(f"spec mode '{spec.mode}' cannot be built as a delta model")
+    check_teacher(spec, teacher)
+    layers = layer_graph(teacher.module, tuple(spec.input_size))
+    by_path = {layer.path: layer for layer in spec.layers}
+    found = {layer.path for layer in layers}
+    if found != set(by_path):
+        missing = sorted(set(by_path) - found) or sorted(found - set(by_path))
+        raise NasError(
+            f"the spec's layers do not match teacher {teacher.name}'s convs (first difference: "
+            f"{missing[0]}): was the spec made for another architecture?"
+        )
+    for layer in layers:
+        if LayerShape.of(layer) != by_path[layer.path].shape:
+            raise NasError(
+                f"layer {layer.path} of teacher {teacher.name} has shape {LayerShape.of(layer)} "
+                f"at {spec.input_size[0]}x{spec.input_size[1]}, but the spec says "
+                f"{by_path[layer.path].shape}"
+            )
+
+    def make_block(layer, conv):
+        return build_candidate(by_path[layer.path].candidate, layer, weight=conv.weight.detach())
+
+    model = DeltaModel.build(teacher.module, layers, make_block, output_key=teacher.output_key)
+    return model.eval()
+
+
+def load_student_weights(student: DeltaModel, path: str | Path) -> DeltaModel:
+    """Load weights saved by `nas train` (a state dict, read with `weights_only=True`)."""
+    state = read_state_dict(path)
+    load_into(student, state, who="student of the spec", source=str(path))
+    return student

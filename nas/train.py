@@ -1,0 +1,121 @@
+"""Retraining a student from its spec: the delta-distillation objective of the search.
+
+Only the student blocks train (optionally also the teacher's own parameters, `finetune=True`),
+on clips with key-frame distances 1..K-1. Every `checkpoint_every` steps the whole state (step,
+weights, optimiser, random generator) is written atomically to `checkpoint.pt`; rerunning the
+same command resumes from it and ends exactly where an uninterrupted run would have. The result
+is `student.pt`, a state dict that loads with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nas.distill import LossWeights, delta_losses
+from nas.errors import NasError
+from nas.io import atomic_write_bytes
+from nas.supernet import DeltaModel
+from nas.teachers.base import OutputKind
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "student.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300
+    lr: float = 1e-4
+    checkpoint_every: int = 50
+    finetune: bool = False  # also train the teacher's (non-searched) parameters
+    seed: int = 0
+    weights: LossWeights = field(default_factory=LossWeights)
+
+
+@dataclass(frozen=True)
+class TrainLog:
+    step: int
+    loss: float
+    layer_loss: float
+    output_loss: float
+    task_loss: float
+
+
+def _save(path: Path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def trainable(student: DeltaModel, finetune: bool) -> list[torch.nn.Parameter]:
+    """The student blocks' parameters (and, with `finetune`, every parameter)."""
+    blocks = [p for _, conv in student.delta_convs() for p in conv.block.parameters()]
+    ids = {id(p) for p in blocks}
+    for p in student.parameters():
+        p.requires_grad_(finetune or id(p) in ids)
+    return [p for p in student.parameters() if p.requires_grad]
+
+
+def train_student(
+    student: DeltaModel,
+    kind: OutputKind,
+    next_batch: Callable[[torch.Generator], tuple],
+    *,
+    out: Path,
+    config: TrainConfig,
+    on_step: Callable[[TrainLog], None] | None = None,
+) -> Path:
+    """Train (or resume training) `student`; returns the path of the final weights."""
+    out.mkdir(parents=True, exist_ok=True)
+    params = trainable(student, config.finetune)
+    if not params:
+        raise NasError("the student has nothing to train: every layer of the spec is zero")
+    optimiser = torch.optim.Adam(params, lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    start = 0
+    checkpoint = out / CHECKPOINT
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state.get("config") != repr(config):
+            raise NasError(
+                f"{checkpoint} was written by a run with other settings: use another --out or "
+                "delete the checkpoint to start over"
+            )
+        student.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        start = int(state["step"])
+    student.train()
+    for step in range(start, config.steps):
+        loss, parts = delta_losses(student, next_batch(generator), kind, config.weights)
+        if not torch.isfinite(loss):
+            raise NasError(
+                f"training diverged at step {step}: lower --lr; the last checkpoint is kept"
+            )
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if on_step is not None:
+            values = {k: float(v.detach()) for k, v in parts.items()}
+            on_step(TrainLog(step, float(loss.detach()), **values))
+        done = step + 1
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            _save(
+                checkpoint,
+                {
+                    "step": done,
+                    "config": repr(config),
+                    "model": student.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "generator": generator.get_state(),
+                },
+            )
+    student.clear()
+    student.eval()
+    weights = out / WEIGHTS
+    _save(weights, {k: v.detach().cpu() for k, v in student.state_dict().items()})
+    return weights
