@@ -1,0 +1,168 @@
+"""From spec to a working model: build, run on a stream, retrain with resume, write outputs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from nas.data import load_frames, open_video
+from nas.errors import NasError
+from nas.pipeline import SearchOptions, make_spec, prepare
+from nas.runner import DeltaRunner
+from nas.spec import load_spec, save_spec
+from nas.student import build_student, load_student_weights, teacher_for
+from tests.conftest import REPO, TINY_SEARCH
+
+
+def _spec_with(tmp_path, candidate: str | None, **options):
+    """A spec for the tiny teacher with every layer at `candidate` (None: cheapest non-zero)."""
+    run = prepare(SearchOptions(**(TINY_SEARCH | {"budget": "1TFLOPs"} | options)))
+    picks = {}
+    for path, costs in run.macs.candidates.items():
+        names = sorted(costs, key=costs.get)
+        picks[path] = candidate or next(n for n in names if n != "zero")
+    spec = make_spec(
+        run.teacher, run.layers, picks, run.macs, run.budget, run.size, run.options, {}
+    )
+    return save_spec(spec, tmp_path / "spec.json"), run
+
+
+def _frames(n=12):
+    stack = load_frames(open_video("synthetic:frames=24,size=64x96", max_frames=n), size=(64, 96))
+    return stack.frames
+
+
+def test_all_full_spec_reproduces_teacher_on_every_frame(tmp_path):
+    path, run = _spec_with(tmp_path, "full")
+    spec = load_spec(path)
+    student = build_student(spec, run.teacher)
+    runner = DeltaRunner(student, interval=4)
+    frames = _frames()
+    keys = 0
+    for frame, step in zip(
+        frames, runner.run(run.teacher.input_spec.normalize(f[None]) for f in frames), strict=True
+    ):
+        with torch.no_grad():
+            expected = run.teacher(run.teacher.input_spec.normalize(frame[None]))
+        assert torch.allclose(step.prediction, expected, atol=1e-4)
+        keys += step.is_key
+    assert keys == 3  # frames 0, 4, 8 of 12
+
+
+def test_spec_round_trips_and_rebuilds_the_same_student(tmp_path):
+    path, run = _spec_with(tmp_path, None)
+    spec = load_spec(path)
+    assert load_spec(save_spec(spec, tmp_path / "again.json")) == spec
+    a, b = build_student(spec, run.teacher), build_student(spec, run.teacher)
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+    kinds = {layer.candidate.split("_")[0] for layer in spec.layers}
+    assert kinds - {"full"}  # compressed candidates really are built
+
+
+def test_spec_for_another_teacher_is_refused(tmp_path):
+    path, _ = _spec_with(tmp_path, "full")
+    spec = load_spec(path)
+    other = teacher_for(spec)  # the same teacher loads fine
+    assert other.name == spec.teacher.name
+    from nas.teachers import load_teacher
+
+    with pytest.raises(NasError, match=r"made for teacher tests\.conftest:build_tiny, not"):
+        build_student(spec, load_teacher("lraspp_mobilenet_v3_large"))
+    changed = spec.model_copy(
+        update={"teacher": spec.teacher.model_copy(update={"weights_id": "x"})}
+    )
+    with pytest.raises(NasError, match="with weights"):
+        build_student(changed, other)
+    wrong_size = spec.model_copy(update={"input_size": (32, 48)})
+    with pytest.raises(NasError, match=r"layer stem\.0 of teacher .* has shape"):
+        build_student(wrong_size, other)
+
+
+def test_adaptive_schedule_starts_key_frames_at_cuts(tmp_path):
+    path, run = _spec_with(tmp_path, "full")
+    student = build_student(load_spec(path), run.teacher)
+    still = torch.zeros(1, 3, 64, 96)
+    cut = torch.ones(1, 3, 64, 96)
+    runner = DeltaRunner(student, interval=100, adaptive_threshold=0.5)
+    steps = list(runner.run([still, still, still, cut, cut, still]))
+    assert [s.is_key for s in steps] == [True, False, False, True, False, True]
+    assert [s.distance for s in steps] == [0, 1, 2, 0, 1, 0]
+
+
+def _train(spec, out, steps, env):
+    cmd = [sys.executable, "-m", "nas", "train", "--spec", str(spec), "--video",
+           "synthetic:frames=24,size=64x96", "--max-frames", "24", "--steps", str(steps),
+           "--checkpoint-every", "5", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_killed_training_resumes_to_the_same_result(tmp_path):
+    spec, _ = _spec_with(tmp_path, None)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    steps = 300
+    whole = _train(spec, tmp_path / "whole", steps, env)
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
+    cut = _train(spec, tmp_path / "cut", steps, env)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and cut.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    cut.send_signal(signal.SIGKILL)
+    cut.wait(timeout=60)
+    saved = torch.load(checkpoint, weights_only=True)["step"]
+    assert 0 < saved < steps, "the kill came too late to test a resume"
+    assert not (tmp_path / "cut" / "student.pt").exists()
+    resumed = _train(spec, tmp_path / "cut", steps, env)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    a = torch.load(tmp_path / "whole" / "student.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "student.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    untrained = build_student(load_spec(spec), teacher_for(load_spec(spec))).state_dict()
+    assert any(not torch.equal(a[k], untrained[k]) for k in a)  # training changed the blocks
+    student = load_student_weights(
+        build_student(load_spec(spec), teacher_for(load_spec(spec))),
+        tmp_path / "cut" / "student.pt",
+    )
+    assert all(torch.equal(student.state_dict()[k], b[k]) for k in b)
+
+
+def test_infer_writes_masks_and_video(run_nas, tmp_path):
+    spec, _ = _spec_with(tmp_path, None)
+    video = "synthetic:frames=12,size=64x96"
+    result = run_nas(
+        "infer",
+        "--spec",
+        str(spec),
+        "--video",
+        video,
+        "--out",
+        str(tmp_path / "masks"),
+        "--device",
+        "cpu",
+    )
+    assert result.returncode == 0, result.stderr
+    pngs = sorted((tmp_path / "masks").glob("*.png"))
+    assert len(pngs) == 12 and "12 frames (4 key frames)" in result.stdout.replace("\n", " ")
+    result = run_nas(
+        "infer",
+        "--spec",
+        str(spec),
+        "--video",
+        video,
+        "--out",
+        str(tmp_path / "o.mp4"),
+        "--device",
+        "cpu",
+    )
+    assert result.returncode == 0, result.stderr
+    decoded = load_frames(open_video(str(tmp_path / "o.mp4")))
+    assert len(decoded) == 12 and decoded.frames.shape[-2:] == (64, 96)
+    assert not list(tmp_path.glob(".*partial*"))
