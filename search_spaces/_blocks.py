@@ -103,6 +103,9 @@ class CandidateBlock(nn.Module):
     ranked: ClassVar[bool] = False  # takes a rank: `<kind>_r<R>`
     grouped: ClassVar[bool] = False  # may stand in for grouped and depthwise convs
     downsampled: ClassVar[bool] = True  # may run at half resolution: `down2_<kind>`
+    # At inference a delta layer may skip the delta arithmetic: "conv" (the block is the
+    # teacher's conv: run it on the full input), "key" (no change: reuse the key output).
+    delta_shortcut: ClassVar[str | None] = None
 
     @classmethod
     def max_rank(cls, layer: ConvLayer) -> int | None:
@@ -144,6 +147,7 @@ class FullBlock(CandidateBlock):
 
     kind = "full"
     grouped = True
+    delta_shortcut = "conv"
 
     def __init__(
         self, layer: ConvLayer, *, rank: int | None = None, weight: torch.Tensor | None = None
@@ -182,6 +186,7 @@ class ZeroBlock(CandidateBlock):
     kind = "zero"
     grouped = True
     downsampled = False
+    delta_shortcut = "key"
 
     def __init__(
         self, layer: ConvLayer, *, rank: int | None = None, weight: torch.Tensor | None = None

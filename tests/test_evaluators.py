@@ -20,6 +20,20 @@ CALLS = {
     "agreement": lambda net: EVALUATORS.get("agreement")(
         _logits(0), _logits(1), kind=OutputKind.PIXEL_LOGITS
     ),
+    "temporal_consistency": lambda net: EVALUATORS.get("temporal_consistency")(
+        _logits(0).repeat_interleave(2, -1).repeat_interleave(2, -2),  # 16 x 16, DIS's least
+        torch.randint(
+            0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        ),
+        kind=OutputKind.PIXEL_LOGITS,
+        num_classes=4,
+    ),
+    "segmentation": lambda net: EVALUATORS.get("segmentation")(
+        _logits(0), _logits(1).argmax(1), num_classes=4
+    ),
+    "by_distance": lambda net: EVALUATORS.get("by_distance")(
+        _logits(0), _logits(1), [0, 1], kind=OutputKind.PIXEL_LOGITS
+    ),
 }
 
 

@@ -1,0 +1,102 @@
+"""Is the saving real? Measured amortised latency of delta models against the teacher.
+
+deeplabv3 (MobileNetV3-Large) at 520x520. Two specs, exported by a short search on the built-in
+clip: an amortised budget of 5 GFLOPs at key-frame interval 3, and a third of the teacher at
+interval 6. Each is run by `DeltaRunner` over a stream of frames (a key frame every K frames),
+side by side with the teacher on the same frames in the same process; prints the measured
+amortised latency per frame, the wall-clock speed-up, the multiply-add ratio, and the speed-up
+as a share of the multiply-add ratio (the target is at least 80%).
+
+    python bench/runner_speed.py [--device cpu|cuda] [--steps 20] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from nas.budget import Budget, CostKind
+from nas.latency import fixed_threads
+from nas.pipeline import SearchOptions, search
+from nas.runner import DeltaRunner
+from nas.student import build_student, teacher_for
+
+
+def per_frame(fn, frames, rounds: int, device: torch.device) -> float:
+    """Median over rounds of the mean seconds per frame of `fn` over the stream."""
+    times = []
+    for _ in range(rounds + 1):  # the first round warms up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn(frames)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) / len(frames))
+    return statistics.median(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=20, help="search steps for each spec")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--frames", type=int, default=12)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    threads = torch.get_num_threads()
+    print(f"deeplabv3 at 520x520 on {device} ({threads} threads), torch {torch.__version__}")
+    print(
+        f"{'spec':24} {'teacher ms':>10} {'delta ms':>9} {'speed-up':>8} "
+        f"{'MAC ratio':>9} {'share':>6}"
+    )
+    for budget_text, interval in (("5GFLOPs", 3), ("third", 6)):
+        with tempfile.TemporaryDirectory() as out:
+            options = SearchOptions(
+                teacher="deeplabv3", budget="1TFLOPs", keyframe_interval=interval,
+                steps=args.steps, device=args.device, out=out, max_frames=60, val_batches=1,
+            )  # fmt: skip
+            if budget_text == "third":
+                from nas.cost import count_macs
+                from nas.teachers import load_teacher
+
+                macs = count_macs(load_teacher("deeplabv3", device="meta").module, (520, 520))
+                budget_text = str(Budget(CostKind.MACS, macs / 3))
+            spec = search(options.model_copy(update={"budget": budget_text})).spec
+        teacher = teacher_for(spec, device=str(device))
+        student = build_student(spec, teacher).to(device)
+        runner = DeltaRunner(student, interval=interval)
+        generator = torch.Generator().manual_seed(0)
+        base = torch.randn(1, 3, 520, 520, generator=generator)
+        frames = [
+            (base + 0.05 * i * torch.randn(1, 3, 520, 520, generator=generator)).to(device)
+            for i in range(args.frames)
+        ]
+
+        def run_teacher(xs, teacher=teacher):
+            with torch.inference_mode():
+                for x in xs:
+                    teacher(x)
+
+        def run_delta(xs, runner=runner):
+            for _ in runner.run(xs):
+                pass
+
+        with fixed_threads(threads):
+            t_teacher = per_frame(run_teacher, frames, args.rounds, device)
+            t_delta = per_frame(run_delta, frames, args.rounds, device)
+        speedup = t_teacher / t_delta
+        mac_ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
+        label = f"{spec.budget.text} K={interval}"
+        print(
+            f"{label:24} {t_teacher * 1e3:10.1f} {t_delta * 1e3:9.1f} {speedup:8.2f} "
+            f"{mac_ratio:9.2f} {100 * speedup / mac_ratio:5.0f}%"
+        )
+
+
+if __name__ == "__main__":
+    main()
