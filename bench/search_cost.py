@@ -33,8 +33,8 @@ VARIANTS = ("single-path", "all-paths", "student")
 def one_variant(variant: str, device: str, size: tuple[int, int], repeats: int, batch: int) -> dict:
     from nas.distill import layer_loss, output_loss
     from nas.graph import layer_graph
+    from nas.inner import build_supernet
     from nas.pipeline import macs_table
-    from nas.search import build_supernet
     from nas.teachers import load_teacher
     from search_spaces import build_candidate, load_preset, resolve_candidates
 

@@ -24,8 +24,9 @@ import argparse
 import time
 
 from nas.budget import Budget, CostKind
+from nas.errors import NasError
+from nas.inner import CostTable, run_search
 from nas.pipeline import SearchOptions, prepare, validate
-from nas.search import CostTable, run_search
 from nas.supernet import amortised
 from search_spaces import resolve_candidates
 
@@ -68,9 +69,14 @@ def main() -> None:
         label = f"1/{round(1 / fraction)} K={interval} {budget}"
         val = probe.val_batches()
         rows = []
+        infeasible = []
         for method, space in (("search", "default"), ("paper space", "paper")):
             options = base.model_copy(update={"budget": str(budget.value), "search_space": space})
-            run = prepare(options)
+            try:
+                run = prepare(options)
+            except NasError as exc:  # the space cannot reach the budget at this interval
+                infeasible.append((method, str(exc).split("; ")[0]))
+                continue
             net = run.supernet()
             start = time.perf_counter()
             outcome = run_search(
@@ -104,6 +110,8 @@ def main() -> None:
                 f"{label:>18} {method:12} {cost / 1e9:12.3f} {scores['val_agreement']:7.4f} "
                 f"{scores['val_mae']:9.6f} {seconds:6.0f}"
             )
+        for method, reason in infeasible:
+            print(f"{label:>18} {method:12} infeasible: {reason}")
 
 
 if __name__ == "__main__":

@@ -456,6 +456,76 @@ def infer(
     console.print(f"{frames} frames ({keys} key frames) written to {out}")
 
 
+@app.command("eval")
+def evaluate_command(
+    spec_path: Path = typer.Option(..., "--spec", help="spec.json written by nas search."),
+    video: str = typer.Option(
+        "sample:bikes", "--video", help="Video to evaluate on (see nas search)."
+    ),
+    weights: Path | None = typer.Option(None, "--weights", help="student.pt from nas train."),
+    keyframe_interval: int | None = typer.Option(
+        None, "--keyframe-interval", "-k", help="Default: the spec's."
+    ),
+    max_frames: int | None = typer.Option(120, "--max-frames", help="Frames to evaluate."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu or cuda (default: cuda if available)."
+    ),
+    teacher_weights: Path | None = typer.Option(
+        None, "--teacher-weights", help="The search's weights file."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="CSV file (default: eval.csv beside the spec)."
+    ),
+) -> None:
+    """Teacher against student on a video: GFLOPs, latency, agreement, TC, mIoU; one table."""
+    import csv
+    import io
+
+    from nas.evaluate import evaluate
+    from nas.io import atomic_write_text
+    from nas.pipeline import resolve_device
+    from nas.spec import load_spec
+    from nas.student import build_student, load_student_weights, teacher_for
+
+    spec = load_spec(spec_path)
+    dev = resolve_device(device)
+    teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
+    student = build_student(spec, teacher).to(dev)
+    if weights is not None:
+        load_student_weights(student, weights)
+    interval = keyframe_interval or spec.keyframe_interval
+    with console.status("evaluating teacher and student on the video"):
+        result = evaluate(
+            spec, teacher, student, video, interval=interval, max_frames=max_frames, device=dev
+        )
+    table = Table(
+        title=f"{spec.teacher.name} against its delta student, {result.frames} frames, "
+        f"key frame every {interval} on {dev}",
+        title_justify="left",
+    )
+    for column in ("metric", "teacher", "student"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric, teacher_value, student_value in result.rows:
+        table.add_row(
+            metric, *(f"{v:.4f}" if v is not None else "" for v in (teacher_value, student_value))
+        )
+    console.print(table)
+    if result.by_distance:
+        console.print(
+            "agreement by distance from the key frame: "
+            + ", ".join(f"{row['distance']}: {row['agreement']:.4f}" for row in result.by_distance)
+        )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["metric", "teacher", "student"])
+    writer.writerows(result.rows)
+    for row in result.by_distance:
+        writer.writerow([f"agreement at distance {row['distance']}", "", row["agreement"]])
+    target = out or spec_path.parent / "eval.csv"
+    atomic_write_text(target, buffer.getvalue())
+    console.print(f"table written to {target}")
+
+
 def _budget_verdict(fraction: float) -> str:
     if fraction >= 1:
         return f"{100 * fraction:.1f}% of the teacher: the teacher already fits"

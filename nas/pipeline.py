@@ -29,6 +29,15 @@ from nas.data import ClipSampler, load_frames, open_video, split_sequences
 from nas.errors import NasError
 from nas.export import export_choices
 from nas.graph import ConvLayer, layer_graph
+from nas.inner import (
+    CostTable,
+    SearchConfig,
+    StepLog,
+    Supernet,
+    build_supernet,
+    check_budget,
+    run_search,
+)
 from nas.io import atomic_write_text
 from nas.latency import (
     LatencyTable,
@@ -37,15 +46,6 @@ from nas.latency import (
     measure,
     parse_device,
     time_module,
-)
-from nas.search import (
-    CostTable,
-    SearchConfig,
-    StepLog,
-    Supernet,
-    build_supernet,
-    check_budget,
-    run_search,
 )
 from nas.sizes import check_multiple, parse_size
 from nas.spec import BudgetRef, LayerShape, Spec, SpecLayer, TeacherRef, Totals, save_spec

@@ -1,5 +1,6 @@
 """From spec to a working model: build, run on a stream, retrain with resume, write outputs."""
 
+import csv
 import os
 import signal
 import subprocess
@@ -166,3 +167,34 @@ def test_infer_writes_masks_and_video(run_nas, tmp_path):
     decoded = load_frames(open_video(str(tmp_path / "o.mp4")))
     assert len(decoded) == 12 and decoded.frames.shape[-2:] == (64, 96)
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_eval_prints_and_writes_the_table(run_nas, tmp_path):
+    spec, _ = _spec_with(tmp_path, None)
+    video = "synthetic:frames=16,size=64x96"
+    result = run_nas("eval", "--spec", str(spec), "--video", video, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    rows = {r[0]: r for r in csv.reader((tmp_path / "eval.csv").open())}
+    teacher_gflops = float(rows["GFLOPs amortised"][1])
+    student_gflops = float(rows["GFLOPs amortised"][2])
+    spec_data = load_spec(spec)
+    assert student_gflops == pytest.approx(spec_data.totals.amortised_macs / 1e9, rel=1e-6)
+    assert teacher_gflops == pytest.approx(spec_data.totals.teacher_macs / 1e9, rel=1e-6)
+    assert 0 <= float(rows["temporal consistency TC"][1]) <= 1
+    assert 0 <= float(rows["mIoU against labels"][2]) <= 1  # synthetic labels fit the 3 classes
+    assert float(rows["latency ms per frame (between key frames)"][1]) > 0
+    assert "agreement at distance 1" in rows and "agreement at distance 2" in rows
+    assert "temporal consistency TC" in result.stdout
+
+
+def test_train_and_eval_refuse_bad_input(run_nas, tmp_path):
+    result = run_nas("train", "--spec", str(tmp_path / "missing.json"))
+    assert (
+        result.returncode == 2
+        and "spec file" in result.stderr
+        and "does not exist" in result.stderr
+    )
+    spec, _ = _spec_with(tmp_path, None)
+    result = run_nas("eval", "--spec", str(spec), "--video", str(tmp_path / "nope.mp4"))
+    assert result.returncode == 2 and "nope.mp4" in result.stderr
+    assert result.stderr.count("\n") == 1
