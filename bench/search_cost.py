@@ -31,7 +31,7 @@ VARIANTS = ("single-path", "all-paths", "student")
 
 
 def one_variant(variant: str, device: str, size: tuple[int, int], repeats: int, batch: int) -> dict:
-    from nas.distill import layer_loss, output_loss
+    from nas.distill import LossWeights, delta_losses
     from nas.graph import layer_graph
     from nas.inner import build_supernet
     from nas.pipeline import macs_table
@@ -68,10 +68,10 @@ def one_variant(variant: str, device: str, size: tuple[int, int], repeats: int, 
     x_t = x_key + 0.1 * torch.randn(batch, 3, *size, generator=generator).to(dev)
 
     def step() -> None:
-        net.model.key_frame(x_key)
-        target = net.model.teacher_frame(x_t)
-        y = net.model.delta_frame(x_t)
-        loss = layer_loss(net.model) + output_loss(y, target, teacher.output_kind)
+        if variant == "single-path":
+            for m in net.mixed.values():
+                m.sample()
+        loss, _ = delta_losses(net.model, (x_key, x_t, None), teacher.output_kind, LossWeights())
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

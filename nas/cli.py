@@ -338,7 +338,8 @@ def train(
     """Retrain a student from its spec; rerunning the same command resumes from its checkpoint."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from nas.pipeline import clip_batches, resolve_device, video_clips
+    from nas.graph import layer_graph
+    from nas.pipeline import calibration_stats, clip_batches, resolve_device, video_clips
     from nas.spec import load_spec
     from nas.student import build_student, teacher_for
     from nas.train import TrainConfig, train_student
@@ -346,15 +347,25 @@ def train(
     spec = load_spec(spec_path)
     dev = resolve_device(device)
     teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
-    student = build_student(spec, teacher).to(dev)
+    size = tuple(spec.input_size)
     train_clips, _ = video_clips(
         teacher,
         video,
-        size=tuple(spec.input_size),
+        size=size,
         interval=spec.keyframe_interval,
         max_frames=max_frames,
         val_fraction=0.2,
     )
+    stats = calibration_stats(
+        teacher,
+        layer_graph(teacher.module, size),
+        train_clips,
+        batches=4,
+        batch_size=batch_size,
+        device=dev,
+        seed=seed,
+    )
+    student = build_student(spec, teacher, stats=stats).to(dev)
     if steps is None:
         steps = max(1, round(epochs * len(train_clips.pairs) / batch_size))
     config = TrainConfig(

@@ -4,8 +4,8 @@ Each term is scale-free, so their weights mean the same for every teacher:
 - layer loss: for each layer, the squared error of its predicted output on frame t against the
   teacher's, divided by the energy of the teacher's true change since the key frame (predicting
   "no change" scores 1), averaged over layers;
-- output loss: KL divergence of class distributions (pixel or image logits), or binary cross
-  entropy of probability maps, against the teacher's prediction on frame t;
+- output loss: the squared error of the output (logits or probabilities) against the teacher's
+  on frame t, divided by the energy of the teacher's output change since the key frame;
 - task loss: cross entropy against labels (255 = ignore) where the data has them.
 """
 
@@ -22,26 +22,39 @@ from nas.teachers.base import OutputKind
 IGNORE = 255
 
 
-def layer_loss(model: DeltaModel, eps: float = 1e-8) -> torch.Tensor:
-    """Mean over layers of ||pred - true||^2 / ||true - key||^2 (after a delta frame)."""
+def layer_errors(model: DeltaModel, eps: float = 1e-8) -> torch.Tensor:
+    """Per layer, ||pred - true||^2 / ||true - key||^2 (after a delta frame): one value a layer.
+
+    Each layer's prediction here is made from the teacher's own input on frame t (teacher
+    forcing), so every layer is judged on what it does itself: a layer upstream that predicts no
+    change would otherwise silence every layer after it. Errors that compound from layer to
+    layer are what the output loss sees.
+    """
     terms = []
     for _, conv in model.delta_convs():
-        error = (conv.prediction - conv.target).pow(2).mean()
+        error = (conv.forced - conv.target).pow(2).mean()
         change = (conv.target - conv.z_key).pow(2).mean()
         terms.append(error / (change + eps))
-    return torch.stack(terms).mean()
+    return torch.stack(terms)
 
 
-def output_loss(student: torch.Tensor, teacher: torch.Tensor, kind: OutputKind) -> torch.Tensor:
-    """How far the student's prediction is from the teacher's, for the output kind."""
-    if kind is OutputKind.PROB_MAP:
-        return F.binary_cross_entropy(student.clamp(1e-6, 1 - 1e-6), teacher.clamp(0, 1))
-    target = F.log_softmax(teacher, dim=1)
-    return (
-        F.kl_div(F.log_softmax(student, dim=1), target, log_target=True, reduction="none")
-        .sum(1)
-        .mean()
-    )
+def relative_error(block: torch.nn.Module, conv, eps: float = 1e-8) -> torch.Tensor:
+    """The layer error `block` would make in `conv`'s place on the cached frames (no grad)."""
+    with torch.no_grad():
+        forced = conv.z_key + block(conv.target_input - conv.a_key)
+        error = (forced - conv.target).pow(2).mean()
+        return error / ((conv.target - conv.z_key).pow(2).mean() + eps)
+
+
+def output_loss(
+    student: torch.Tensor, teacher: torch.Tensor, teacher_key: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
+    """The output's squared error against the teacher's on frame t, divided by the energy of the
+    teacher's output change since the key frame: like every layer term, reusing the key frame's
+    prediction scores 1, so the output weighs as much as a layer however the teacher scales it.
+    """
+    error = (student - teacher).pow(2).mean()
+    return error / ((teacher - teacher_key).pow(2).mean() + eps)
 
 
 @dataclass(frozen=True)
@@ -63,12 +76,14 @@ def delta_losses(
     the delta model on frames t.
     """
     x_key, x_t, labels = batch
-    model.key_frame(x_key)
+    y_key = model.key_frame(x_key)
     y_teacher = model.teacher_frame(x_t)
     y = model.delta_frame(x_t)
+    errors = layer_errors(model)
     parts = {
-        "layer_loss": layer_loss(model),
-        "output_loss": output_loss(y, y_teacher, kind),
+        "layer_errors": errors,
+        "layer_loss": errors.mean(),
+        "output_loss": output_loss(y, y_teacher, y_key),
         "task_loss": task_loss(y, labels, kind) if labels is not None else y.new_zeros(()),
     }
     loss = (

@@ -148,8 +148,9 @@ class _GraphRecorder:
 
 
 def layer_graph(
-    module: nn.Module, input_size: tuple[int, int], *, batch: int = 1
+    module: nn.Module, input_size: tuple[int, int], *, batch: int = 1, channels: int = 3
 ) -> list[ConvLayer]:
     """Every `nn.Conv2d` of `module` in execution order, at an input of `input_size` (H, W)."""
-    _, recorder = traced_forward(module, (batch, 3, *input_size), lambda: _GraphRecorder(module))
+    shape = (batch, channels, *input_size)
+    _, recorder = traced_forward(module, shape, lambda: _GraphRecorder(module))
     return [ConvLayer(**fields) for fields in recorder.layers.values()]

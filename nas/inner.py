@@ -4,7 +4,14 @@ Each step draws two-frame clips (a key frame k and a frame t with t - k in 1..K-
 teacher on both (no grad; the key frame fills the caches, frame t gives every layer's target),
 then the delta model on frame t with one sampled candidate per layer, and descends on
 
-    layer loss + output loss (+ task loss with labels) + budget term
+    layer loss + output loss (+ task loss with labels) + expected layer error + budget term
+
+The first three train the sampled blocks (the layer loss from the teacher's own inputs, see
+`nas.distill`). The architecture logits learn from the expected layer error,
+sum_l sum_i p_li * e_li, where e_li is a running estimate of candidate i's relative error at
+layer l (every candidate measured once on the first frames, then updated whenever it is
+sampled): a straight-through gradient alone cannot tell `zero` from an exact `full` (neither
+moves when its output is scaled), while measured errors can.
 
 The budget is a constraint: with `penalty="constraint"` the budget term is lambda * (E[C] / B - 1),
 where E[C] is the expected amortised cost per frame, and the multiplier lambda grows by dual
@@ -22,7 +29,7 @@ import torch
 from torch import nn
 
 from nas.budget import Budget, CostKind
-from nas.distill import LossWeights, delta_losses
+from nas.distill import LossWeights, delta_losses, relative_error
 from nas.errors import NasError
 from nas.export import LayerChoice, export_choices
 from nas.graph import ConvLayer
@@ -180,6 +187,14 @@ def _trainable(net: Supernet) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     return weights, arch
 
 
+def measure_all_candidates(net: Supernet) -> None:
+    """Every candidate's layer error on the current frames (once, to seed the estimates)."""
+    for layer, m in zip(net.layers, net.mixed.values(), strict=True):
+        conv = net.model.net.get_submodule(layer.path)
+        for index, block in enumerate(m.blocks):
+            m.record_error(index, float(relative_error(block, conv)))
+
+
 def run_search(
     net: Supernet,
     teacher: Teacher,
@@ -207,14 +222,20 @@ def run_search(
         tau = config.tau_start * (config.tau_end / config.tau_start) ** progress
         for m in net.mixed.values():
             m.tau = tau
+            m.sample()  # one candidate per layer for this step
         distill, parts = delta_losses(
             net.model, next_batch(generator), teacher.output_kind, config.loss_weights()
         )
+        if step == 0:
+            measure_all_candidates(net)
+        for m, error in zip(net.mixed.values(), parts["layer_errors"].detach(), strict=True):
+            m.record_error(m.last_choice, float(error))
+        arch = torch.stack([m.expected_error() for m in net.mixed.values()]).mean()
         expected = amortised(net.table.keyframe, net.expected_delta(), interval)
         ratio = (expected / budget.value).float()
         fixed = config.penalty == "fixed"
         budget_term = config.beta * ratio if fixed else multiplier * (ratio - 1)
-        loss = distill + budget_term
+        loss = distill + config.layer_weight * arch + budget_term
         if not torch.isfinite(loss):
             raise NasError(
                 f"the search diverged at step {step} (loss {float(loss.detach())}): lower the "

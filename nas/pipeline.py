@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evaluators.agreement import agreement
 from nas.budget import Budget, CostKind, parse_budget
+from nas.calibrate import delta_statistics
 from nas.cost import count_macs
 from nas.data import ClipSampler, load_frames, open_video, split_sequences
 from nas.errors import NasError
@@ -52,6 +53,7 @@ from nas.spec import BudgetRef, LayerShape, Spec, SpecLayer, TeacherRef, Totals,
 from nas.supernet import amortised
 from nas.teachers import Teacher, load_teacher
 from search_spaces import (
+    InputStats,
     build_candidate,
     candidate_macs,
     candidate_params,
@@ -81,10 +83,14 @@ class SearchOptions(BaseModel):
     tau_start: float = Field(default=2.0, gt=0)
     tau_end: float = Field(default=0.2, gt=0)
     dual_lr: float = Field(default=0.5, gt=0)
+    layer_weight: float = Field(default=1.0, ge=0)
+    output_weight: float = Field(default=1.0, ge=0)
+    task_weight: float = Field(default=1.0, ge=0)
     penalty: str = Field(default="constraint", pattern="^(constraint|fixed)$")
     beta: float = Field(default=1.0, ge=0)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     val_batches: int = Field(default=8, ge=1)
+    calibration_batches: int = Field(default=4, ge=0)  # 0: plain SVD starts, no data
     seed: int = 0
     device: str | None = None  # cpu or cuda; default: cuda when available
     threads: int | None = None
@@ -277,13 +283,29 @@ class Prepared:
             for b in itertools.islice(batches, self.options.val_batches)
         ]
 
+    @cached_property
+    def stats(self) -> dict[str, InputStats]:
+        """Each dense layer's measured input-change statistics (for data-aware starts)."""
+        return calibration_stats(
+            self.teacher,
+            self.layers,
+            self.train,
+            batches=self.options.calibration_batches,
+            batch_size=self.options.batch_size,
+            device=self.device,
+            seed=self.options.seed,
+        )
+
     def supernet(self, costs: CostTable | None = None) -> Supernet:
         """The searchable delta model over `costs`' candidates (default: all of the preset's)."""
+        stats = self.stats
         net = build_supernet(
             self.teacher,
             self.layers,
             costs or self.costs,
-            lambda name, layer, w: build_candidate(name, layer, weight=w),
+            lambda name, layer, w: build_candidate(
+                name, layer, weight=w, stats=stats.get(layer.path)
+            ),
         )
         net.model.to(self.device)
         return net
@@ -322,6 +344,25 @@ def clip_batches(
         return normalize(batch.key.to(device)), normalize(batch.frame.to(device)), labels
 
     return next_batch
+
+
+def calibration_stats(
+    teacher: Teacher,
+    layers: list[ConvLayer],
+    clips: ClipSampler,
+    *,
+    batches: int,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+) -> dict[str, InputStats]:
+    """Input-change statistics from `batches` training clip batches (empty when 0)."""
+    if batches == 0:
+        return {}
+    generator = torch.Generator().manual_seed(seed + 1)  # apart from the search's draws
+    draw = clip_batches(clips, teacher, batch_size=batch_size, device=device)
+    pairs = [draw(generator)[:2] for _ in range(batches)]
+    return delta_statistics(teacher, teacher.module, layers, pairs, generator=generator)
 
 
 def prepare(options: SearchOptions) -> Prepared:

@@ -18,7 +18,7 @@ from nas.spec import LayerShape, Spec
 from nas.supernet import DeltaModel
 from nas.teachers import Teacher, load_teacher
 from nas.teachers.weights import load_into, read_state_dict
-from search_spaces import build_candidate
+from search_spaces import InputStats, build_candidate
 
 
 def check_teacher(spec: Spec, teacher: Teacher) -> None:
@@ -47,8 +47,14 @@ def teacher_for(spec: Spec, *, weights: str | Path | None = None, device: str = 
     return teacher
 
 
-def build_student(spec: Spec, teacher: Teacher) -> DeltaModel:
-    """The delta model the spec describes, each block initialised from the teacher's weights."""
+def build_student(
+    spec: Spec, teacher: Teacher, *, stats: dict[str, InputStats] | None = None
+) -> DeltaModel:
+    """The delta model the spec describes, each block initialised from the teacher's weights.
+
+    With `stats` (`nas.calibrate`), low-rank blocks start from the data-aware SVD; without, from
+    the plain truncated SVD of the weights.
+    """
     if spec.mode != "delta":
         raise NasError(f"spec mode '{spec.mode}' cannot be built as a delta model")
     check_teacher(spec, teacher)
@@ -70,7 +76,9 @@ def build_student(spec: Spec, teacher: Teacher) -> DeltaModel:
             )
 
     def make_block(layer, conv):
-        return build_candidate(by_path[layer.path].candidate, layer, weight=conv.weight.detach())
+        candidate = by_path[layer.path].candidate
+        layer_stats = (stats or {}).get(layer.path)
+        return build_candidate(candidate, layer, weight=conv.weight.detach(), stats=layer_stats)
 
     model = DeltaModel.build(teacher.module, layers, make_block, output_key=teacher.output_key)
     return model.eval()

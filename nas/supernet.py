@@ -38,9 +38,10 @@ class MixedDelta(nn.Module):
 
     `costs` are in the budget's unit (multiply-adds, or seconds for a latency budget).
 
-    In training mode each forward samples one candidate i from Gumbel-softmax(logits / tau)
-    and returns `w_i * block_i(x)`, where `w` is the hard one-hot sample carrying the soft
-    sample's gradient (straight-through); in eval mode the most probable candidate runs.
+    In training mode `sample()` draws one candidate i from Gumbel-softmax(logits / tau) (the
+    search calls it once per step), and every forward until the next sample returns
+    `w_i * block_i(x)`, where `w` is the hard one-hot sample carrying the soft sample's gradient
+    (straight-through); in eval mode the most probable candidate runs.
     `all_paths = True` runs every candidate and mixes them by softmax(logits) instead (DARTS),
     kept only to measure what single-path sampling saves.
     """
@@ -58,6 +59,9 @@ class MixedDelta(nn.Module):
         self.fixed: int | None = None  # run this candidate, whatever the logits say
         self.all_paths = False
         self.last_choice: int | None = None
+        self._weight: torch.Tensor | None = None  # the current sample's straight-through weight
+        # Running estimate of each candidate's layer error (NaN: not measured yet).
+        self.register_buffer("error", torch.full((len(names),), float("nan")), persistent=False)
 
     def probs(self) -> torch.Tensor:
         return torch.softmax(self.logits, dim=0)
@@ -65,6 +69,16 @@ class MixedDelta(nn.Module):
     def expected_cost(self) -> torch.Tensor:
         """sum_i p_i * cost_i, differentiable in the logits."""
         return (self.probs().to(self.costs.dtype) * self.costs).sum()
+
+    def record_error(self, index: int, value: float, momentum: float = 0.8) -> None:
+        """Fold a measured layer error of candidate `index` into its running estimate."""
+        old = float(self.error[index])
+        self.error[index] = value if old != old else momentum * old + (1 - momentum) * value
+
+    def expected_error(self) -> torch.Tensor:
+        """sum_i p_i * error_i over the estimates, differentiable in the logits."""
+        known = torch.nan_to_num(self.error, nan=float(self.error.nanmean()))
+        return (self.probs() * known.to(self.logits.dtype)).sum()
 
     def most_probable(self) -> int:
         return int(torch.argmax(self.logits.detach()))
@@ -76,15 +90,20 @@ class MixedDelta(nn.Module):
         if self.all_paths:
             weights = self.probs()
             return sum(w * block(x) for w, block in zip(weights, self.blocks, strict=True))
+        if self._weight is None:
+            self.sample()
+        return self._weight[self.last_choice] * self.blocks[self.last_choice](x)
+
+    def sample(self) -> None:
+        """Draw this step's candidate (hard Gumbel-softmax, straight-through weight)."""
         u = torch.rand(self.logits.shape, generator=self.generator).clamp_(1e-10, 1 - 1e-10)
         gumbel = -torch.log(-torch.log(u)).to(self.logits.device)
         soft = torch.softmax((self.logits + gumbel) / self.tau, dim=0)
         index = int(torch.argmax(soft.detach()))
         hard = torch.zeros_like(soft)
         hard[index] = 1.0
-        weight = hard - soft.detach() + soft  # 1 in value, soft gradient
+        self._weight = hard - soft.detach() + soft  # 1 in value, soft gradient
         self.last_choice = index
-        return weight[index] * self.blocks[index](x)
 
 
 class DeltaConv(nn.Module):
@@ -98,7 +117,9 @@ class DeltaConv(nn.Module):
         self.a_key: torch.Tensor | None = None
         self.z_key: torch.Tensor | None = None
         self.target: torch.Tensor | None = None  # teacher's output on frame t (TEACHER phase)
+        self.target_input: torch.Tensor | None = None  # teacher's input on frame t (TEACHER)
         self.prediction: torch.Tensor | None = None  # own output on frame t (DELTA phase)
+        self.forced: torch.Tensor | None = None  # from the teacher's input on frame t (DELTA)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         # Networks modify tensors in place after a conv (ReLU(inplace=True), `out += identity`):
@@ -117,12 +138,15 @@ class DeltaConv(nn.Module):
                 return self.z_key + self.block(a - self.a_key)
             z = self.z_key + self.block(a - self.a_key)
             self.prediction = z
+            if self.target_input is not None:  # teacher forcing, for this layer's own loss
+                self.forced = self.z_key + self.block(self.target_input - self.a_key)
             return z.clone()
         z = self.conv(a)
         if self.phase is Phase.KEY:
             self.a_key, self.z_key = a.detach().clone(), z.detach().clone()
         else:
             self.target = z.detach().clone()
+            self.target_input = a.detach().clone()
         return z
 
 
@@ -182,7 +206,8 @@ class DeltaModel(nn.Module):
 
     def clear(self) -> None:
         for _, conv in self.delta_convs():
-            conv.a_key = conv.z_key = conv.target = conv.prediction = None
+            conv.a_key = conv.z_key = conv.target = conv.target_input = None
+            conv.prediction = conv.forced = None
 
 
 def amortised(keyframe_cost: float, delta_cost, interval: int):

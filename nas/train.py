@@ -100,7 +100,9 @@ def train_student(
         loss.backward()
         optimiser.step()
         if on_step is not None:
-            values = {k: float(v.detach()) for k, v in parts.items()}
+            values = {
+                k: float(parts[k].detach()) for k in ("layer_loss", "output_loss", "task_loss")
+            }
             on_step(TrainLog(step, float(loss.detach()), **values))
         done = step + 1
         if done % config.checkpoint_every == 0 or done == config.steps:

@@ -39,6 +39,7 @@ from search_spaces._presets import (
     resolve_candidates,
 )
 from search_spaces._strings import Candidate, decode, encode
+from search_spaces._whiten import InputStats
 
 __all__ = [
     "CANDIDATES",
@@ -48,6 +49,7 @@ __all__ = [
     "CandidateRule",
     "DownBlock",
     "FullBlock",
+    "InputStats",
     "LowRankBlock",
     "Preset",
     "SepBlock",

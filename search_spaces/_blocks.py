@@ -30,6 +30,7 @@ from nas.cost import conv_macs, conv_out_size
 from nas.errors import NasError
 from nas.graph import ConvLayer, conv_for
 from nas.registry import Registry
+from search_spaces._whiten import InputStats, whitening
 
 
 @dataclass(frozen=True)
@@ -75,29 +76,49 @@ def _copy(param: torch.Tensor, value: torch.Tensor) -> None:
         param.copy_(value)
 
 
-_SVD_CACHE: list[tuple[torch.Tensor, int, str, tuple[torch.Tensor, ...]]] = []
+_SVD_CACHE: list[tuple] = []  # (weight, version, kind, id(moment), factors, moment)
 _SVD_CACHE_SIZE = 4
 
 
 def _factors(
-    weight: torch.Tensor, kind: str, matrix: torch.Tensor, rank: int
+    weight: torch.Tensor,
+    kind: str,
+    matrix: torch.Tensor,
+    rank: int,
+    *,
+    moment: torch.Tensor | None = None,
+    input_side: str = "cols",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A (m x rank) and B (rank x n) with A @ B the best rank-`rank` approximation of `matrix`."""
-    key = (weight, weight._version, kind)
-    hit = next((e for e in _SVD_CACHE if e[0] is weight and e[1:3] == key[1:]), None)
+    """A (m x rank) and B (rank x n) with A @ B the best rank-`rank` approximation of `matrix`.
+
+    With `moment`, the second moment of the inputs on `input_side` of `matrix` ("cols": matrix
+    @ d, "rows": matrix^T @ d), "best" is measured on those inputs (see `_whiten`).
+    """
+    key = (weight, weight._version, kind, id(moment))
+    hit = next((e for e in _SVD_CACHE if e[0] is weight and e[1:4] == key[1:]), None)
     if hit is None:
-        usv = torch.linalg.svd(matrix.detach().to("cpu", torch.float64), full_matrices=False)
-        hit = (*key, usv)
+        m = matrix.detach().to("cpu", torch.float64)
+        root = inverse = None
+        if moment is not None:
+            root, inverse = whitening(moment)
+            m = m @ root if input_side == "cols" else root @ m
+        hit = (*key, (*torch.linalg.svd(m, full_matrices=False), inverse), moment)
         _SVD_CACHE.insert(0, hit)
         del _SVD_CACHE[_SVD_CACHE_SIZE:]
-    u, s, vh = hit[3]
+    u, s, vh, inverse = hit[4]
     root = s[:rank].sqrt()
     a, b = u[:, :rank] * root, root[:, None] * vh[:rank]
+    if inverse is not None:
+        a, b = (a, b @ inverse) if input_side == "cols" else (inverse @ a, b)
     return a.to(weight.device, weight.dtype), b.to(weight.device, weight.dtype)
 
 
 class CandidateBlock(nn.Module):
-    """Base of every kind: built as `Kind(layer, *, rank, weight)`; costs known in advance."""
+    """Base of every kind: built as `Kind(layer, *, rank, weight, stats)`; costs known in advance.
+
+    `weight` is the folded teacher weight to start from (None: random init); `stats`, the
+    layer's measured input-delta statistics, make low-rank starts data-aware (`_whiten`).
+    """
 
     kind: ClassVar[str]
     ranked: ClassVar[bool] = False  # takes a rank: `<kind>_r<R>`
@@ -150,7 +171,12 @@ class FullBlock(CandidateBlock):
     delta_shortcut = "conv"
 
     def __init__(
-        self, layer: ConvLayer, *, rank: int | None = None, weight: torch.Tensor | None = None
+        self,
+        layer: ConvLayer,
+        *,
+        rank: int | None = None,
+        weight: torch.Tensor | None = None,
+        stats: InputStats | None = None,
     ) -> None:
         super().__init__()
         self.clip_rank(layer, rank)
@@ -189,7 +215,12 @@ class ZeroBlock(CandidateBlock):
     delta_shortcut = "key"
 
     def __init__(
-        self, layer: ConvLayer, *, rank: int | None = None, weight: torch.Tensor | None = None
+        self,
+        layer: ConvLayer,
+        *,
+        rank: int | None = None,
+        weight: torch.Tensor | None = None,
+        stats: InputStats | None = None,
     ) -> None:
         super().__init__()
         self.clip_rank(layer, rank)
@@ -225,7 +256,12 @@ class SepBlock(CandidateBlock):
     ranked = True
 
     def __init__(
-        self, layer: ConvLayer, *, rank: int | None = None, weight: torch.Tensor | None = None
+        self,
+        layer: ConvLayer,
+        *,
+        rank: int | None = None,
+        weight: torch.Tensor | None = None,
+        stats: InputStats | None = None,
     ) -> None:
         super().__init__()
         rank = self.clip_rank(layer, rank)
@@ -245,7 +281,8 @@ class SepBlock(CandidateBlock):
         )
         if weight is not None:
             matrix = weight.permute(1, 2, 0, 3).reshape(layer.c_in * kh, layer.c_out * kw)
-            a, b = _factors(weight, self.kind, matrix, rank)
+            moment = stats.vertical if stats is not None else None
+            a, b = _factors(weight, self.kind, matrix, rank, moment=moment, input_side="rows")
             _copy(self.vertical.weight, a.T.reshape(rank, layer.c_in, kh, 1))
             horizontal = b.reshape(rank, layer.c_out, kw).permute(1, 0, 2)
             _copy(self.horizontal.weight, horizontal.reshape(layer.c_out, rank, 1, kw))
@@ -284,7 +321,12 @@ class LowRankBlock(CandidateBlock):
     ranked = True
 
     def __init__(
-        self, layer: ConvLayer, *, rank: int | None = None, weight: torch.Tensor | None = None
+        self,
+        layer: ConvLayer,
+        *,
+        rank: int | None = None,
+        weight: torch.Tensor | None = None,
+        stats: InputStats | None = None,
     ) -> None:
         super().__init__()
         rank = self.clip_rank(layer, rank)
@@ -302,7 +344,9 @@ class LowRankBlock(CandidateBlock):
         )
         self.expand = nn.Conv2d(rank, layer.c_out, 1, bias=False, **like)
         if weight is not None:
-            a, b = _factors(weight, self.kind, weight.reshape(layer.c_out, -1), rank)
+            moment = stats.patch if stats is not None else None
+            matrix = weight.reshape(layer.c_out, -1)
+            a, b = _factors(weight, self.kind, matrix, rank, moment=moment, input_side="cols")
             _copy(self.reduce.weight, b.reshape(rank, layer.c_in, *layer.kernel))
             _copy(self.expand.weight, a.reshape(layer.c_out, rank, 1, 1))
 

@@ -18,6 +18,7 @@ from nas.errors import NasError
 from nas.graph import ConvLayer
 from search_spaces._blocks import CANDIDATES, DownBlock, Geometry, pooled_hw
 from search_spaces._strings import Candidate, as_candidate
+from search_spaces._whiten import InputStats
 
 
 def max_rank(kind: str, layer: ConvLayer) -> int | None:
@@ -62,14 +63,18 @@ def candidate_params(candidate: Candidate | str, layer: ConvLayer) -> int:
 
 
 def build_candidate(
-    candidate: Candidate | str, layer: ConvLayer, *, weight: torch.Tensor | None = None
+    candidate: Candidate | str,
+    layer: ConvLayer,
+    *,
+    weight: torch.Tensor | None = None,
+    stats: InputStats | None = None,
 ) -> nn.Module:
     """The block for `layer`, initialised from its folded weight W' (None: random init).
 
     It maps a delta of shape (N, c_in, H, W) to one of shape (N, c_out, H', W') at any H, W.
     """
     candidate = check_candidate(candidate, layer)
-    block = CANDIDATES.get(candidate.kind)(layer, rank=candidate.rank, weight=weight)
+    block = CANDIDATES.get(candidate.kind)(layer, rank=candidate.rank, weight=weight, stats=stats)
     if candidate.down != 1:
         block = DownBlock(block, layer, factor=candidate.down)
     return block

@@ -134,6 +134,7 @@ def test_sampling_follows_the_logits():
     mixed.train()
     picks = []
     for _ in range(2000):
+        mixed.sample()
         mixed(torch.ones(1))
         picks.append(mixed.last_choice)
     assert sum(picks) / len(picks) == pytest.approx(0.75, abs=0.03)
