@@ -24,6 +24,14 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
+# Options several commands share.
+SPEC = typer.Option(..., "--spec", help="spec.json written by nas search.")
+WEIGHTS = typer.Option(None, "--weights", help="student.pt from nas train.")
+KEYFRAME_INTERVAL = typer.Option(None, "--keyframe-interval", "-k", help="Default: the spec's.")
+DEVICE = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available).")
+TEACHER_WEIGHTS = typer.Option(None, "--teacher-weights", help="State dict file (torch.save).")
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(
@@ -83,9 +91,7 @@ def cost(
     aux: bool = typer.Option(
         False, "--aux", help="Count the auxiliary head (torchvision's published figures)."
     ),
-    teacher_weights: Path | None = typer.Option(
-        None, "--teacher-weights", help="State dict file (torch.save)."
-    ),
+    teacher_weights: Path | None = TEACHER_WEIGHTS,
     num_classes: int | None = typer.Option(
         None, "--num-classes", help="Classes of a DeepLabV3-family head."
     ),
@@ -203,12 +209,8 @@ def search(
         1.0, "--beta", help="Weight of the fixed penalty, per budget's worth of cost."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
-    device: str | None = typer.Option(
-        None, "--device", help="cpu or cuda (default: cuda when available)."
-    ),
-    teacher_weights: Path | None = typer.Option(
-        None, "--teacher-weights", help="State dict file (torch.save)."
-    ),
+    device: str | None = DEVICE,
+    teacher_weights: Path | None = TEACHER_WEIGHTS,
     num_classes: int | None = typer.Option(
         None, "--num-classes", help="Classes of a DeepLabV3-family head."
     ),
@@ -313,7 +315,7 @@ def _print_search_summary(result) -> None:
 
 @app.command()
 def train(
-    spec_path: Path = typer.Option(..., "--spec", help="spec.json written by nas search."),
+    spec_path: Path = SPEC,
     video: str = typer.Option("sample:bikes", "--video", help="Training video (see nas search)."),
     steps: int | None = typer.Option(
         None, "--steps", help="Training steps (default: from --epochs)."
@@ -327,12 +329,8 @@ def train(
     ),
     max_frames: int = typer.Option(150, "--max-frames", help="Frames read from the video."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
-    device: str | None = typer.Option(
-        None, "--device", help="cpu or cuda (default: cuda if available)."
-    ),
-    teacher_weights: Path | None = typer.Option(
-        None, "--teacher-weights", help="The search's weights file."
-    ),
+    device: str | None = DEVICE,
+    teacher_weights: Path | None = TEACHER_WEIGHTS,
     out: Path | None = typer.Option(None, "--out", help="Folder for checkpoint.pt and student.pt."),
 ) -> None:
     """Retrain a student from its spec; rerunning the same command resumes from its checkpoint."""
@@ -397,42 +395,31 @@ def train(
 
 @app.command()
 def infer(
-    spec_path: Path = typer.Option(..., "--spec", help="spec.json written by nas search."),
+    spec_path: Path = SPEC,
     video: str = typer.Option(..., "--video", help="Video to run on (see nas search)."),
     out: Path = typer.Option(..., "--out", help="A folder for PNG masks, or a .mp4 overlay video."),
-    weights: Path | None = typer.Option(None, "--weights", help="student.pt from nas train."),
-    keyframe_interval: int | None = typer.Option(
-        None, "--keyframe-interval", "-k", help="Default: the spec's."
-    ),
+    weights: Path | None = WEIGHTS,
+    keyframe_interval: int | None = KEYFRAME_INTERVAL,
     adaptive: float | None = typer.Option(
         None, "--adaptive", help="New key frame when the input changed by more than this."
     ),
     max_frames: int | None = typer.Option(
         None, "--max-frames", help="Stop after this many frames."
     ),
-    device: str | None = typer.Option(
-        None, "--device", help="cpu or cuda (default: cuda if available)."
-    ),
-    teacher_weights: Path | None = typer.Option(
-        None, "--teacher-weights", help="The search's weights file."
-    ),
+    device: str | None = DEVICE,
+    teacher_weights: Path | None = TEACHER_WEIGHTS,
 ) -> None:
     """Run a student on a video with key frames; write its predictions as masks or a video."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nas.data import open_video, resize_crop
     from nas.infer import to_mask, writer_for
-    from nas.pipeline import resolve_device
     from nas.runner import DeltaRunner
-    from nas.spec import load_spec
-    from nas.student import build_student, load_student_weights, teacher_for
+    from nas.student import load_student
 
-    spec = load_spec(spec_path)
-    dev = resolve_device(device)
-    teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
-    student = build_student(spec, teacher).to(dev)
-    if weights is not None:
-        load_student_weights(student, weights)
+    spec, teacher, student, dev = load_student(
+        spec_path, weights=weights, teacher_weights=teacher_weights, device=device
+    )
     source = open_video(video, max_frames=max_frames)
     runner = DeltaRunner(
         student, interval=keyframe_interval or spec.keyframe_interval, adaptive_threshold=adaptive
@@ -469,21 +456,15 @@ def infer(
 
 @app.command("eval")
 def evaluate_command(
-    spec_path: Path = typer.Option(..., "--spec", help="spec.json written by nas search."),
+    spec_path: Path = SPEC,
     video: str = typer.Option(
         "sample:bikes", "--video", help="Video to evaluate on (see nas search)."
     ),
-    weights: Path | None = typer.Option(None, "--weights", help="student.pt from nas train."),
-    keyframe_interval: int | None = typer.Option(
-        None, "--keyframe-interval", "-k", help="Default: the spec's."
-    ),
+    weights: Path | None = WEIGHTS,
+    keyframe_interval: int | None = KEYFRAME_INTERVAL,
     max_frames: int | None = typer.Option(120, "--max-frames", help="Frames to evaluate."),
-    device: str | None = typer.Option(
-        None, "--device", help="cpu or cuda (default: cuda if available)."
-    ),
-    teacher_weights: Path | None = typer.Option(
-        None, "--teacher-weights", help="The search's weights file."
-    ),
+    device: str | None = DEVICE,
+    teacher_weights: Path | None = TEACHER_WEIGHTS,
     out: Path | None = typer.Option(
         None, "--out", help="CSV file (default: eval.csv beside the spec)."
     ),
@@ -494,16 +475,11 @@ def evaluate_command(
 
     from nas.evaluate import evaluate
     from nas.io import atomic_write_text
-    from nas.pipeline import resolve_device
-    from nas.spec import load_spec
-    from nas.student import build_student, load_student_weights, teacher_for
+    from nas.student import load_student
 
-    spec = load_spec(spec_path)
-    dev = resolve_device(device)
-    teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
-    student = build_student(spec, teacher).to(dev)
-    if weights is not None:
-        load_student_weights(student, weights)
+    spec, teacher, student, dev = load_student(
+        spec_path, weights=weights, teacher_weights=teacher_weights, device=device
+    )
     interval = keyframe_interval or spec.keyframe_interval
     with console.status("evaluating teacher and student on the video"):
         result = evaluate(

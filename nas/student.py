@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from nas.errors import NasError
 from nas.graph import layer_graph
-from nas.spec import LayerShape, Spec
+from nas.spec import LayerShape, Spec, load_spec
 from nas.supernet import DeltaModel
 from nas.teachers import Teacher, load_teacher
 from nas.teachers.weights import load_into, read_state_dict
@@ -82,6 +84,25 @@ def build_student(
 
     model = DeltaModel.build(teacher.module, layers, make_block, output_key=teacher.output_key)
     return model.eval()
+
+
+def load_student(
+    spec_path: str | Path,
+    *,
+    weights: str | Path | None = None,
+    teacher_weights: str | Path | None = None,
+    device: str | None = None,
+) -> tuple[Spec, Teacher, DeltaModel, torch.device]:
+    """Spec file (and trained weights, if any) to a ready student on a device, with its teacher."""
+    from nas.pipeline import resolve_device
+
+    spec = load_spec(spec_path)
+    dev = resolve_device(device)
+    teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
+    student = build_student(spec, teacher).to(dev)
+    if weights is not None:
+        load_student_weights(student, weights)
+    return spec, teacher, student, dev
 
 
 def load_student_weights(student: DeltaModel, path: str | Path) -> DeltaModel:
