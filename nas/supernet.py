@@ -120,10 +120,16 @@ class DeltaConv(nn.Module):
         self.target_input: torch.Tensor | None = None  # teacher's input on frame t (TEACHER)
         self.prediction: torch.Tensor | None = None  # own output on frame t (DELTA phase)
         self.forced: torch.Tensor | None = None  # from the teacher's input on frame t (DELTA)
+        # Whether the network changes this layer's input or output in place after the conv
+        # (`out += identity`): then the caches must be copies. Found on the first key frame.
+        self.copy_cache = False
+        self._versions: tuple[int, int] = (0, 0)
+
+    def cache_was_changed(self) -> bool:
+        """Whether the cached key tensors were modified in place since the key frame."""
+        return (self.a_key._version, self.z_key._version) != self._versions
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        # Networks modify tensors in place after a conv (ReLU(inplace=True), `out += identity`):
-        # what is kept for later is a copy, never the tensor handed on.
         if self.phase is Phase.DELTA:
             if self.a_key is None or self.a_key.shape != a.shape:
                 raise RuntimeError(
@@ -133,8 +139,8 @@ class DeltaConv(nn.Module):
                 shortcut = getattr(self.block, "delta_shortcut", None)
                 if shortcut == "conv":  # z_k + W(a - a_k) = W a + b, exactly
                     return self.conv(a)
-                if shortcut == "key":  # z_k + 0, copied: the caller may change it in place
-                    return self.z_key.clone()
+                if shortcut == "key":  # z_k + 0 (a copy if the network writes to it)
+                    return self.z_key.clone() if self.copy_cache else self.z_key
                 return self.z_key + self.block(a - self.a_key)
             z = self.z_key + self.block(a - self.a_key)
             self.prediction = z
@@ -143,7 +149,12 @@ class DeltaConv(nn.Module):
             return z.clone()
         z = self.conv(a)
         if self.phase is Phase.KEY:
-            self.a_key, self.z_key = a.detach().clone(), z.detach().clone()
+            if self.copy_cache:
+                self.a_key, self.z_key = a.detach().clone(), z.detach().clone()
+            else:
+                self.a_key, self.z_key = a.detach(), z.detach()
+            if not z.is_inference():  # inference tensors keep no version counter
+                self._versions = (self.a_key._version, self.z_key._version)
         else:
             self.target = z.detach().clone()
             self.target_input = a.detach().clone()
@@ -158,6 +169,7 @@ class DeltaModel(nn.Module):
         self.net = net
         self.layers = list(layers)
         self.output_key = output_key
+        self._caches_checked = False
 
     @classmethod
     def build(
@@ -174,6 +186,9 @@ class DeltaModel(nn.Module):
         the search, the chosen candidate in a student), initialised from the folded weights.
         """
         net = fold_batchnorms(module, layers)
+        for sub in net.modules():  # activations in place would write into the cached outputs
+            if isinstance(getattr(sub, "inplace", None), bool):
+                sub.inplace = False
         for layer in layers:
             conv = net.get_submodule(layer.path)
             net.set_submodule(layer.path, DeltaConv(conv, make_block(layer, conv)))
@@ -191,7 +206,18 @@ class DeltaModel(nn.Module):
         return out
 
     def key_frame(self, x: torch.Tensor) -> torch.Tensor:
-        """The teacher's exact output on a key frame; caches every layer's input and output."""
+        """The teacher's exact output on a key frame; caches every layer's input and output.
+
+        Caches are the network's own tensors, not copies, unless the network was seen to change
+        them in place; the first time that happens the layers are marked and the frame rerun.
+        """
+        if not self._caches_checked:
+            # Version counters exist outside inference mode only: check there, once.
+            with torch.inference_mode(False), torch.no_grad():
+                self._run(x.clone(), Phase.KEY)
+                for _, conv in self.delta_convs():
+                    conv.copy_cache = conv.copy_cache or conv.cache_was_changed()
+            self._caches_checked = True
         with torch.no_grad():
             return self._run(x, Phase.KEY)
 

@@ -148,3 +148,37 @@ def test_amortised_and_smallest_interval():
     assert smallest_interval(90.0, 10.0, 10.0) is None
     k = smallest_interval(90.0, 10.0, 25.0)
     assert amortised(90.0, 10.0, k) <= 25.0 < amortised(90.0, 10.0, k - 1)
+
+
+class _InPlaceResidual(nn.Module):
+    """Writes into conv outputs in place, as ResNets and MobileNets do."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 3, padding=1)
+        self.b = nn.Conv2d(3, 3, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = self.act(self.a(x))
+        out = self.b(y)
+        out += y  # in place into b's output
+        return out
+
+
+@pytest.mark.parametrize("mode", ["inference", "no_grad"])
+def test_in_place_networks_keep_correct_caches(mode):
+    net = _InPlaceResidual().eval()
+    layers = layer_graph(net, (8, 8))
+    model = DeltaModel.build(net, layers, _copy_without_bias)
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.randn(1, 3, 8, 8, generator=g) for _ in range(3)]
+    context = torch.inference_mode if mode == "inference" else torch.no_grad
+    with context():
+        model.key_frame(frames[0])
+        outputs = [model.delta_frame(x) for x in frames[1:]]
+        expected = [net(x) for x in frames[1:]]
+    for got, want in zip(outputs, expected, strict=True):
+        assert torch.allclose(got, want, atol=1e-5)
+    copied = {layer.path: conv.copy_cache for layer, conv in model.delta_convs()}
+    assert copied == {"a": False, "b": True}  # only b's output is written to in place
