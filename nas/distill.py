@@ -22,7 +22,16 @@ from nas.teachers.base import OutputKind
 IGNORE = 255
 
 
-def layer_errors(model: DeltaModel, eps: float = 1e-8) -> torch.Tensor:
+FLOOR = 1e-3  # share of the target's energy below which a change counts as no change
+
+
+def change_energy(target: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """How much the target moved since the key frame, floored at a small share of its energy:
+    on (nearly) still frames a relative error would otherwise divide by almost nothing."""
+    return (target - key).pow(2).mean() + FLOOR * target.pow(2).mean() + 1e-12
+
+
+def layer_errors(model: DeltaModel) -> torch.Tensor:
     """Per layer, ||pred - true||^2 / ||true - key||^2 (after a delta frame): one value a layer.
 
     Each layer's prediction here is made from the teacher's own input on frame t (teacher
@@ -33,28 +42,27 @@ def layer_errors(model: DeltaModel, eps: float = 1e-8) -> torch.Tensor:
     terms = []
     for _, conv in model.delta_convs():
         error = (conv.forced - conv.target).pow(2).mean()
-        change = (conv.target - conv.z_key).pow(2).mean()
-        terms.append(error / (change + eps))
+        terms.append(error / change_energy(conv.target, conv.z_key))
     return torch.stack(terms)
 
 
-def relative_error(block: torch.nn.Module, conv, eps: float = 1e-8) -> torch.Tensor:
+def relative_error(block: torch.nn.Module, conv) -> torch.Tensor:
     """The layer error `block` would make in `conv`'s place on the cached frames (no grad)."""
     with torch.no_grad():
         forced = conv.z_key + block(conv.target_input - conv.a_key)
         error = (forced - conv.target).pow(2).mean()
-        return error / ((conv.target - conv.z_key).pow(2).mean() + eps)
+        return error / change_energy(conv.target, conv.z_key)
 
 
 def output_loss(
-    student: torch.Tensor, teacher: torch.Tensor, teacher_key: torch.Tensor, eps: float = 1e-8
+    student: torch.Tensor, teacher: torch.Tensor, teacher_key: torch.Tensor
 ) -> torch.Tensor:
     """The output's squared error against the teacher's on frame t, divided by the energy of the
     teacher's output change since the key frame: like every layer term, reusing the key frame's
     prediction scores 1, so the output weighs as much as a layer however the teacher scales it.
     """
     error = (student - teacher).pow(2).mean()
-    return error / ((teacher - teacher_key).pow(2).mean() + eps)
+    return error / change_energy(teacher, teacher_key)
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,17 @@ class DeltaModel(nn.Module):
             net.set_submodule(layer.path, DeltaConv(conv, make_block(layer, conv)))
         return cls(net, layers, output_key)
 
+    def train(self, mode: bool = True) -> DeltaModel:
+        """Only the student blocks ever train: the teacher's own layers stay in eval mode, so its
+        BatchNorms keep their statistics and its dropout stays off, in training as at inference.
+        """
+        super().train(mode)
+        for module in self.net.modules():
+            module.training = False
+        for _, conv in self.delta_convs():
+            conv.block.train(mode)
+        return self
+
     def delta_convs(self) -> list[tuple[ConvLayer, DeltaConv]]:
         return [(layer, self.net.get_submodule(layer.path)) for layer in self.layers]
 

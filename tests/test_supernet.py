@@ -182,3 +182,18 @@ def test_in_place_networks_keep_correct_caches(mode):
         assert torch.allclose(got, want, atol=1e-5)
     copied = {layer.path: conv.copy_cache for layer, conv in model.delta_convs()}
     assert copied == {"a": False, "b": True}  # only b's output is written to in place
+
+
+def test_training_mode_leaves_the_teacher_in_eval():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    net.eval()
+    layers = layer_graph(net, (8, 8))
+    model = DeltaModel.build(net, layers, _copy_without_bias).train()
+    assert model.training and not model.net[2].training and not model.net[3].training
+    ((_, conv),) = model.delta_convs()
+    assert conv.block.training
+    stats = model.net[2].running_mean.clone()
+    x = torch.randn(2, 3, 8, 8)
+    first = model.key_frame(x)
+    assert torch.equal(model.key_frame(x), first)  # no dropout, no batch statistics
+    assert torch.equal(model.net[2].running_mean, stats)
