@@ -34,7 +34,7 @@ def one_variant(variant: str, device: str, size: tuple[int, int], repeats: int, 
     from nas.distill import LossWeights, delta_losses
     from nas.graph import layer_graph
     from nas.inner import build_supernet
-    from nas.pipeline import macs_table
+    from nas.tables import macs_table
     from nas.teachers import load_teacher
     from search_spaces import build_candidate, load_preset, resolve_candidates
 

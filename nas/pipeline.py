@@ -25,10 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from evaluators.agreement import agreement
 from nas.budget import Budget, CostKind, parse_budget
 from nas.calibrate import delta_statistics
-from nas.cost import count_macs
 from nas.data import ClipSampler, load_frames, open_video, split_sequences
-from nas.errors import NasError
-from nas.export import export_choices
 from nas.graph import ConvLayer, layer_graph
 from nas.inner import (
     CostTable,
@@ -41,21 +38,18 @@ from nas.inner import (
 )
 from nas.io import atomic_write_text
 from nas.latency import (
-    LatencyTable,
-    conv_key,
     default_threads,
-    measure,
     parse_device,
-    time_module,
 )
+from nas.latency_check import fit_measured_latency
 from nas.sizes import check_multiple, parse_size
 from nas.spec import BudgetRef, LayerShape, Spec, SpecLayer, TeacherRef, Totals, save_spec
 from nas.supernet import amortised
+from nas.tables import latency_table, macs_table
 from nas.teachers import Teacher, load_teacher
 from search_spaces import (
     InputStats,
     build_candidate,
-    candidate_macs,
     candidate_params,
     load_preset,
     resolve_candidates,
@@ -109,47 +103,6 @@ class RunResult:
     probabilities: dict[str, dict[str, float]]
 
 
-def macs_table(
-    teacher: Teacher, layers: list[ConvLayer], names: dict[str, list[str]], size
-) -> CostTable:
-    """Multiply-adds of every candidate, exact; the key frame from the counter."""
-    keyframe = count_macs(teacher.module, size)
-    candidates = {
-        layer.path: {name: candidate_macs(name, layer) * layer.calls for name in names[layer.path]}
-        for layer in layers
-    }
-    other = keyframe - sum(layer.macs for layer in layers)
-    return CostTable(CostKind.MACS, keyframe, other, candidates)
-
-
-def latency_table(
-    teacher: Teacher,
-    layers: list[ConvLayer],
-    names: dict[str, list[str]],
-    size,
-    *,
-    device: torch.device,
-    threads: int,
-) -> CostTable:
-    """Measured seconds of every candidate at its layer's input (cached on disk per device)."""
-    table = LatencyTable.for_device(device, threads)
-    candidates: dict[str, dict[str, float]] = {}
-    for layer in layers:
-        candidates[layer.path] = {}
-        for name in names[layer.path]:
-
-            def measure(name=name, layer=layer) -> float:
-                block = build_candidate(name, layer).to(device)
-                shape = (1, layer.c_in, *layer.in_hw)
-                return time_module(block, shape, device=device, threads=threads, repeats=5).median
-
-            seconds = table.get(f"delta:{name}:{conv_key(layer)}", measure)
-            candidates[layer.path][name] = seconds * layer.calls
-    keyframe = time_module(teacher.module, (1, 3, *size), device=device, threads=threads).median
-    full = sum(costs["full"] for costs in candidates.values())
-    return CostTable(CostKind.LATENCY, keyframe, max(0.0, keyframe - full), candidates)
-
-
 def resolve_device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -186,69 +139,6 @@ def validate(net: Supernet, teacher: Teacher, batches, picks: dict[str, str]) ->
     net.fix(None)
     net.model.clear()
     return {f"val_{k}": sum(v) / len(v) for k, v in scores.items()}
-
-
-def measure_delta_latency(
-    net: Supernet, picks: dict[str, str], size, *, device: torch.device, threads: int
-) -> tuple[float, float]:
-    """Measured seconds of a key frame and of a delta frame of the delta model with `picks`."""
-    generator = torch.Generator().manual_seed(0)
-    x_key = torch.randn(1, 3, *size, generator=generator)
-    x_t = (x_key + 0.1 * torch.randn(1, 3, *size, generator=generator)).to(device)
-    x_key = x_key.to(device)
-    net.fix(picks)
-    net.model.eval()
-    try:
-        key = measure(lambda: net.model.key_frame(x_key), device=device, threads=threads).median
-        delta = measure(lambda: net.model.delta_frame(x_t), device=device, threads=threads).median
-    finally:
-        net.fix(None)
-        net.model.clear()
-    return key, delta
-
-
-def fit_measured_latency(
-    net: Supernet,
-    picks: dict[str, str],
-    budget: Budget,
-    interval: int,
-    size,
-    *,
-    device: torch.device,
-    threads: int,
-    rounds: int = 5,
-) -> tuple[dict[str, str], dict[str, float]]:
-    """Check a latency budget end to end; where the table was optimistic, correct it, re-export.
-
-    The correction moves the gap between measured and tabled delta-frame time into the table's
-    fixed part (what runs outside the blocks), then repairs the choice again.
-    """
-    table = net.table
-    for _ in range(rounds):
-        key, delta = measure_delta_latency(net, picks, size, device=device, threads=threads)
-        measured = amortised(key, delta, interval)
-        if measured <= budget.value:
-            break
-        table = dataclasses.replace(
-            table, keyframe=key, other=max(0.0, table.other + delta - table.delta(picks))
-        )
-        picks = export_choices(
-            net.choices(),
-            keyframe_cost=table.keyframe,
-            other_cost=table.other,
-            interval=interval,
-            budget=budget.value,
-        )
-    else:
-        raise NasError(
-            f"no delta model found within the latency budget {budget} when measured end to end "
-            f"(best {measured * 1e3:.2f} ms per frame): raise the budget or the key-frame interval"
-        )
-    return picks, {
-        "keyframe_ms": key * 1e3,
-        "delta_frame_ms": delta * 1e3,
-        "amortised_ms": measured * 1e3,
-    }
 
 
 @dataclass
