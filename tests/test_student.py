@@ -198,3 +198,16 @@ def test_train_and_eval_refuse_bad_input(run_nas, tmp_path):
     result = run_nas("eval", "--spec", str(spec), "--video", str(tmp_path / "nope.mp4"))
     assert result.returncode == 2 and "nope.mp4" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_adaptive_schedule_finds_the_scene_cuts_of_a_real_clip(tmp_path):
+    """bikes.mp4 cuts to a new shot at frames 30 and 76: both become key frames, and the
+    schedule keeps far fewer key frames than a fixed interval of 3 would."""
+    path, run = _spec_with(tmp_path, "full")
+    student = build_student(load_spec(path), run.teacher)
+    frames = load_frames(open_video("sample:bikes", max_frames=90), size=(64, 96)).frames
+    inputs = (run.teacher.input_spec.normalize(f[None]) for f in frames)
+    steps = list(DeltaRunner(student, interval=100, adaptive_threshold=0.5).run(inputs))
+    keys = [i for i, step in enumerate(steps) if step.is_key]
+    assert {0, 30, 76} <= set(keys) and len(keys) < 90 / 3
+    assert all(step.change <= 0.5 for step in steps if not step.is_key)
