@@ -1,13 +1,14 @@
 """Is the saving real? Measured amortised latency of delta models against the teacher.
 
-deeplabv3 (MobileNetV3-Large) at 520x520. Two specs, exported by a short search on the built-in
-clip: an amortised budget of 5 GFLOPs at key-frame interval 3, and a third of the teacher at
-interval 6. Each is run by `DeltaRunner` over a stream of frames (a key frame every K frames),
-side by side with the teacher on the same frames in the same process; prints the measured
-amortised latency per frame, the wall-clock speed-up, the multiply-add ratio, and the speed-up
-as a share of the multiply-add ratio (the target is at least 80%).
+deeplabv3 (MobileNetV3-Large) at 520x520. Two specs, each exported by a search of --steps steps
+(default 150, as `nas search`) on the first 60 frames of the built-in clip: an amortised budget
+of 5 GFLOPs at key-frame interval 3, and a third of the teacher at interval 6. Each is run by
+`DeltaRunner` over a stream of frames (a key frame every K frames), side by side with the
+teacher on the same frames in the same process; prints the measured amortised latency per
+frame, the wall-clock speed-up, the multiply-add ratio, and the speed-up as a share of the
+multiply-add ratio (the target is at least 80%).
 
-    python bench/runner_speed.py [--device cpu|cuda] [--steps 20] [--rounds 5]
+    python bench/runner_speed.py [--device cpu|cuda] [--steps 150] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def per_frame(fn, frames, rounds: int, device: torch.device) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=20, help="search steps for each spec")
+    parser.add_argument("--steps", type=int, default=150, help="search steps for each spec")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--frames", type=int, default=12)
     args = parser.parse_args()
