@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.graph import ConvLayer, layer_graph
+from nas.graph import ConvLayer, GraphRecorder
 from nas.trace import traced_forward
 
 
@@ -77,11 +77,30 @@ class CostReport:
         return self.macs / 1e9
 
 
+class _CountAndGraph:
+    """The flop counter and the graph recorder watching one and the same pass."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.counter = _counter()
+        self.graph = GraphRecorder(module)
+
+    def __enter__(self) -> _CountAndGraph:
+        self.graph.__enter__()
+        self.counter.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.counter.__exit__(*exc)
+        self.graph.__exit__(*exc)
+
+
 def cost_report(module: nn.Module, input_size: tuple[int, int]) -> CostReport:
-    """Total multiply-adds (counter), parameters and the per-layer conv graph of `module`."""
+    """Total multiply-adds (counter), parameters and the per-layer conv graph of `module`,
+    from one traced pass."""
+    _, seen = traced_forward(module, (1, 3, *input_size), lambda: _CountAndGraph(module))
     return CostReport(
         input_size=input_size,
-        macs=count_macs(module, input_size),
+        macs=seen.counter.get_total_flops() // 2,
         params=count_params(module),
-        layers=tuple(layer_graph(module, input_size)),
+        layers=tuple(seen.graph.conv_layers()),
     )

@@ -88,7 +88,7 @@ def _padding(conv: nn.Conv2d) -> tuple[int, int]:
     return _pair(conv.padding)
 
 
-class _GraphRecorder:
+class GraphRecorder:
     """Forward hooks that record convs and the BatchNorms fed directly by them."""
 
     def __init__(self, module: nn.Module) -> None:
@@ -99,7 +99,7 @@ class _GraphRecorder:
         ] = {}  # keeps outputs alive: ids stay unique
         self.handles = []
 
-    def __enter__(self) -> _GraphRecorder:
+    def __enter__(self) -> GraphRecorder:
         for path, sub in self.module.named_modules():
             if isinstance(sub, nn.Conv2d):
                 self.handles.append(sub.register_forward_hook(self._conv_hook(path)))
@@ -111,6 +111,9 @@ class _GraphRecorder:
         for handle in self.handles:
             handle.remove()
         self.outputs.clear()
+
+    def conv_layers(self) -> list[ConvLayer]:
+        return [ConvLayer(**fields) for fields in self.layers.values()]
 
     def _conv_hook(self, path: str):
         def hook(conv: nn.Conv2d, inputs, output) -> None:
@@ -152,5 +155,5 @@ def layer_graph(
 ) -> list[ConvLayer]:
     """Every `nn.Conv2d` of `module` in execution order, at an input of `input_size` (H, W)."""
     shape = (batch, channels, *input_size)
-    _, recorder = traced_forward(module, shape, lambda: _GraphRecorder(module))
-    return [ConvLayer(**fields) for fields in recorder.layers.values()]
+    _, recorder = traced_forward(module, shape, lambda: GraphRecorder(module))
+    return recorder.conv_layers()
