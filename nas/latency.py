@@ -55,6 +55,13 @@ def parse_device(name: str) -> torch.device:
     return device
 
 
+def resolve_device(name: str | None) -> torch.device:
+    """`parse_device`, with None meaning CUDA when it is available, else the CPU."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return parse_device(name)
+
+
 @contextmanager
 def fixed_threads(threads: int):
     before = torch.get_num_threads()

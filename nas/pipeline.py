@@ -39,7 +39,7 @@ from nas.inner import (
 from nas.io import atomic_write_text
 from nas.latency import (
     default_threads,
-    parse_device,
+    resolve_device,
 )
 from nas.latency_check import fit_measured_latency
 from nas.sizes import check_multiple, parse_size
@@ -101,12 +101,6 @@ class RunResult:
     out: Path
     log: list[StepLog]
     probabilities: dict[str, dict[str, float]]
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return parse_device(name)
 
 
 class _StepWriter:

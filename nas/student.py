@@ -16,6 +16,7 @@ import torch
 
 from nas.errors import NasError
 from nas.graph import layer_graph
+from nas.latency import resolve_device
 from nas.spec import LayerShape, Spec, load_spec
 from nas.supernet import DeltaModel
 from nas.teachers import Teacher, load_teacher
@@ -94,8 +95,6 @@ def load_student(
     device: str | None = None,
 ) -> tuple[Spec, Teacher, DeltaModel, torch.device]:
     """Spec file (and trained weights, if any) to a ready student on a device, with its teacher."""
-    from nas.pipeline import resolve_device
-
     spec = load_spec(spec_path)
     dev = resolve_device(device)
     teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
