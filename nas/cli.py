@@ -41,6 +41,19 @@ def _root(
     """Options before the command apply to every command."""
 
 
+def _step_progress(label: str):
+    """A bar of steps with a free-text status (loss, cost, ...) and the time taken."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}  {task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 def _gflops(macs: float) -> str:
     return f"{macs / 1e9:,.3f}"
 
@@ -220,7 +233,6 @@ def search(
 ) -> None:
     """Search a delta-distillation student for every conv against a budget; export its spec."""
     from pydantic import ValidationError
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nas.budget import CostKind, parse_budget
     from nas.pipeline import SearchOptions
@@ -251,15 +263,7 @@ def search(
         raise NasError(f"invalid {name}: {error['msg']}") from exc
     latency = parse_budget(budget).kind is CostKind.LATENCY  # also checks it before any work
     unit, scale = ("ms", 1e3) if latency else ("GFLOPs", 1e-9)
-    progress = Progress(
-        TextColumn("[bold]search"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    progress = _step_progress("search")
     with progress:
         task = progress.add_task("search", total=steps, status="preparing")
 
@@ -334,10 +338,10 @@ def train(
     out: Path | None = typer.Option(None, "--out", help="Folder for checkpoint.pt and student.pt."),
 ) -> None:
     """Retrain a student from its spec; rerunning the same command resumes from its checkpoint."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nas.graph import layer_graph
-    from nas.pipeline import calibration_stats, clip_batches, resolve_device, video_clips
+    from nas.latency import resolve_device
+    from nas.pipeline import calibration_stats, clip_batches, video_clips
     from nas.spec import load_spec
     from nas.student import build_student, teacher_for
     from nas.train import TrainConfig, train_student
@@ -370,13 +374,7 @@ def train(
         steps=steps, lr=lr, checkpoint_every=checkpoint_every, finetune=finetune, seed=seed
     )
     out = out or spec_path.parent / "train"
-    progress = Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total}  {task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    progress = _step_progress("train")
     with progress:
         task = progress.add_task("train", total=steps, status="")
 
