@@ -123,6 +123,9 @@ class DeltaConv(nn.Module):
         # Whether the network changes this layer's input or output in place after the conv
         # (`out += identity`): then the caches must be copies. Found on the first key frame.
         self.copy_cache = False
+        # Whether the network's in-place activations are on (inference delta frames): then a
+        # delta output must never be the cached tensor itself.
+        self.fresh_output = False
         self._versions: tuple[int, int] = (0, 0)
 
     def cache_was_changed(self) -> bool:
@@ -140,7 +143,9 @@ class DeltaConv(nn.Module):
                 if shortcut == "conv":  # z_k + W(a - a_k) = W a + b, exactly
                     return self.conv(a)
                 if shortcut == "key":  # z_k + 0 (a copy if the network writes to it)
-                    return self.z_key.clone() if self.copy_cache else self.z_key
+                    return (
+                        self.z_key.clone() if self.copy_cache or self.fresh_output else self.z_key
+                    )
                 return self.z_key + self.block(a - self.a_key)
             z = self.z_key + self.block(a - self.a_key)
             self.prediction = z
@@ -170,6 +175,7 @@ class DeltaModel(nn.Module):
         self.layers = list(layers)
         self.output_key = output_key
         self._caches_checked = False
+        self._inplace: list[nn.Module] = []  # the teacher's in-place activations
 
     @classmethod
     def build(
@@ -186,13 +192,17 @@ class DeltaModel(nn.Module):
         the search, the chosen candidate in a student), initialised from the folded weights.
         """
         net = fold_batchnorms(module, layers)
-        for sub in net.modules():  # activations in place would write into the cached outputs
-            if isinstance(getattr(sub, "inplace", None), bool):
-                sub.inplace = False
+        # Activations in place would write into the cached key outputs: off, except on delta
+        # frames at inference (see `_run`), where every tensor they see is new.
+        inplace = [sub for sub in net.modules() if getattr(sub, "inplace", None) is True]
+        for sub in inplace:
+            sub.inplace = False
         for layer in layers:
             conv = net.get_submodule(layer.path)
             net.set_submodule(layer.path, DeltaConv(conv, make_block(layer, conv)))
-        return cls(net, layers, output_key)
+        model = cls(net, layers, output_key)
+        model._inplace = inplace
+        return model
 
     def train(self, mode: bool = True) -> DeltaModel:
         """Only the student blocks ever train: the teacher's own layers stay in eval mode, so its
@@ -209,9 +219,19 @@ class DeltaModel(nn.Module):
         return [(layer, self.net.get_submodule(layer.path)) for layer in self.layers]
 
     def _run(self, x: torch.Tensor, phase: Phase) -> torch.Tensor:
+        # In place saves a full-size allocation per activation; safe only where no key cache or
+        # autograd graph can see the tensors written.
+        inplace = phase is Phase.DELTA and not torch.is_grad_enabled()
+        for sub in self._inplace:
+            sub.inplace = inplace
         for _, conv in self.delta_convs():
             conv.phase = phase
-        out = self.net(x)
+            conv.fresh_output = inplace
+        try:
+            out = self.net(x)
+        finally:
+            for sub in self._inplace:
+                sub.inplace = False
         if isinstance(out, dict):
             out = out[self.output_key or "out"]
         return out

@@ -197,3 +197,35 @@ def test_training_mode_leaves_the_teacher_in_eval():
     first = model.key_frame(x)
     assert torch.equal(model.key_frame(x), first)  # no dropout, no batch statistics
     assert torch.equal(model.net[2].running_mean, stats)
+
+
+class _Zero(nn.Module):
+    delta_shortcut = "key"
+
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+def test_in_place_activations_on_delta_frames_never_touch_the_key_caches():
+    net = _InPlaceResidual().eval()
+    layers = layer_graph(net, (8, 8))
+    model = DeltaModel.build(
+        net,
+        layers,
+        lambda layer, conv: _Zero() if layer.path == "a" else _copy_without_bias(layer, conv),
+    )
+    g = torch.Generator().manual_seed(1)
+    frames = [torch.randn(1, 3, 8, 8, generator=g) for _ in range(3)]
+    with torch.inference_mode():
+        model.key_frame(frames[0])
+        conv_a = model.net.get_submodule("a")
+        key_out = conv_a.z_key.clone()
+        first = model.delta_frame(frames[1])
+        second = model.delta_frame(frames[1])
+    # The ReLU after `a` ran in place on the delta frames, on a copy of a's cached output.
+    assert torch.equal(conv_a.z_key, key_out) and (key_out < 0).any()
+    assert torch.equal(first, second)
+    assert model._inplace == [model.net.act] and model.net.act.inplace is False
+    with torch.inference_mode():
+        expected = net.b(torch.relu(key_out)) + torch.relu(key_out)
+    assert torch.allclose(first, expected, atol=1e-5)
