@@ -191,133 +191,6 @@ def cost(
 
 
 @app.command()
-def search(
-    teacher: str = typer.Option(
-        "deeplabv3", "--teacher", "-t", help="Teacher name, onnx:PATH or module:callable."
-    ),
-    budget: str = typer.Option(
-        ..., "--budget", "-b", help="Amortised cost per frame: 5GFLOPs, 40ms, ..."
-    ),
-    video: str = typer.Option(
-        "sample:bikes",
-        "--video",
-        help="sample:NAME, synthetic[:k=v,...], a file, a folder, cityscapes:ROOT.",
-    ),
-    keyframe_interval: int = typer.Option(
-        3, "--keyframe-interval", "-k", help="Frames per key frame (K >= 2)."
-    ),
-    input_size: str | None = typer.Option(
-        None, "--input-size", help="HxW (default: the teacher's)."
-    ),
-    search_space: str = typer.Option(
-        "default", "--search-space", help="Preset name (default, paper) or a YAML file."
-    ),
-    steps: int = typer.Option(150, "--steps", help="Search steps."),
-    batch_size: int = typer.Option(2, "--batch-size", help="Clips per step."),
-    max_frames: int = typer.Option(150, "--max-frames", help="Frames read from the video."),
-    penalty: str = typer.Option(
-        "constraint", "--penalty", help="constraint (Lagrange multiplier) or fixed (the paper's)."
-    ),
-    beta: float = typer.Option(
-        1.0, "--beta", help="Weight of the fixed penalty, per budget's worth of cost."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
-    device: str | None = DEVICE,
-    teacher_weights: Path | None = TEACHER_WEIGHTS,
-    num_classes: int | None = typer.Option(
-        None, "--num-classes", help="Classes of a DeepLabV3-family head."
-    ),
-    out: Path | None = typer.Option(
-        None, "--out", help="Run folder (default: results/search-TIMESTAMP)."
-    ),
-) -> None:
-    """Search a delta-distillation student for every conv against a budget; export its spec."""
-    from pydantic import ValidationError
-
-    from nas.budget import CostKind, parse_budget
-    from nas.pipeline import SearchOptions
-    from nas.pipeline import search as run
-
-    try:
-        options = SearchOptions(
-            teacher=teacher,
-            teacher_weights=str(teacher_weights) if teacher_weights else None,
-            num_classes=num_classes,
-            budget=budget,
-            video=video,
-            max_frames=max_frames,
-            keyframe_interval=keyframe_interval,
-            input_size=input_size,
-            search_space=search_space,
-            steps=steps,
-            batch_size=batch_size,
-            penalty=penalty,
-            beta=beta,
-            seed=seed,
-            device=device,
-            out=str(out) if out else None,
-        )
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        name = "--" + str(error["loc"][0]).replace("_", "-")
-        raise NasError(f"invalid {name}: {error['msg']}") from exc
-    latency = parse_budget(budget).kind is CostKind.LATENCY  # also checks it before any work
-    unit, scale = ("ms", 1e3) if latency else ("GFLOPs", 1e-9)
-    progress = _step_progress("search")
-    with progress:
-        task = progress.add_task("search", total=steps, status="preparing")
-
-        def on_step(row) -> None:
-            status = (
-                f"loss {row.loss:.4f}  E[cost] {row.expected_cost * scale:.3f}/"
-                f"{row.budget * scale:.3f} {unit}  tau {row.tau:.2f}  lambda {row.multiplier:.2f}"
-            )
-            progress.update(task, completed=row.step + 1, status=status)
-
-        result = run(options, on_step=on_step)
-    _print_search_summary(result)
-
-
-def _print_search_summary(result) -> None:
-    from collections import Counter
-
-    spec = result.spec
-    totals = spec.totals
-    k = spec.keyframe_interval
-    size = f"{spec.input_size[0]}x{spec.input_size[1]}"
-    title = f"delta model for {spec.teacher.name} at {size}, key frame every {k}"
-    table = Table(title=title, title_justify="left")
-    for column in ("", "GFLOPs per frame", "GFLOPs amortised", "params"):
-        table.add_column(column, justify="left" if not column else "right")
-    teacher_gflops = totals.teacher_macs / 1e9
-    table.add_row("teacher", f"{teacher_gflops:.3f}", f"{teacher_gflops:.3f}", "")
-    table.add_row(
-        "delta model",
-        f"{totals.delta_frame_macs / 1e9:.3f}",
-        f"{totals.amortised_macs / 1e9:.3f}",
-        f"{totals.student_params:,}",
-    )
-    console.print(table)
-    kinds = Counter(layer.candidate.split("_r")[0] for layer in spec.layers)
-    console.print(
-        f"budget {spec.budget.text}: amortised cost {totals.amortised_macs / 1e9:.3f} GFLOPs "
-        f"({totals.teacher_macs / totals.amortised_macs:.2f}x fewer multiply-adds than the teacher)"
-    )
-    console.print(
-        "layers per candidate kind: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
-    )
-    metrics = spec.metrics
-    if "val_agreement" in metrics:
-        console.print(
-            f"validation agreement with the teacher {metrics['val_agreement']:.4f}, "
-            f"mean absolute error {metrics['val_mae']:.5f}"
-        )
-    if "amortised_ms" in metrics:
-        console.print(f"measured latency {metrics['amortised_ms']:.2f} ms per frame, amortised")
-    console.print(f"spec written to {result.out / 'spec.json'}")
-
-
-@app.command()
 def train(
     spec_path: Path = SPEC,
     video: str = typer.Option("sample:bikes", "--video", help="Training video (see nas search)."),
@@ -528,3 +401,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(
+            "interrupted: rerun the same command to continue from what was saved", file=sys.stderr
+        )
+        sys.exit(130)
+
+
+from nas import cli_study  # noqa: E402, F401  (registers search, export, report, dashboard)

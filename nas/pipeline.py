@@ -298,10 +298,16 @@ def prepare(options: SearchOptions) -> Prepared:
 
 
 def search(
-    options: SearchOptions, *, on_step: Callable[[StepLog], None] | None = None
+    options: SearchOptions,
+    *,
+    on_step: Callable[[StepLog], None] | None = None,
+    prepared: Prepared | None = None,
 ) -> RunResult:
-    """Run one delta-distillation search and write its run folder (see module docstring)."""
-    run = prepare(options)
+    """Run one delta-distillation search and write its run folder (see module docstring).
+
+    `prepared`: `prepare(options)` done already (the study reuses it to retrain and evaluate).
+    """
+    run = prepared or prepare(options)
     out = Path(options.out or Path("results") / f"search-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").unlink(missing_ok=True)  # a rerun's old result must not pass for this one

@@ -26,3 +26,10 @@ def check_multiple(size: tuple[int, int], multiple: int, *, who: str) -> None:
         f"input size {size[0]}x{size[1]} does not fit {who}: height and width must be "
         f"multiples of {multiple}, e.g. {fixed}"
     )
+
+
+def scaled_size(size: tuple[int, int], scale: float, multiple: int) -> tuple[int, int]:
+    """`size` times `scale`, each side rounded to the nearest positive multiple of `multiple`."""
+    if not 0 < scale <= 1:
+        raise NasError(f"invalid input scale {scale}: expected a factor in (0, 1]")
+    return tuple(max(multiple, round(side * scale / multiple) * multiple) for side in size)

@@ -1,0 +1,298 @@
+"""The study commands of the `nas` command line: search, export, report, dashboard."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from nas.cli import DEVICE, TEACHER_WEIGHTS, app, console
+from nas.errors import NasError
+
+RUN = typer.Argument(..., help="Run folder of a study (written by nas search).")
+
+
+def _choice_or_auto(text: str, name: str, parse) -> object | None:
+    """`auto` -> None, otherwise `parse(text)`; a one-line error for anything else."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return parse(text)
+    except ValueError:
+        raise NasError(f"invalid {name} '{text}': expected a number or auto") from None
+
+
+def _study_progress(trials: int, steps: int):
+    """Trials done, running and the best so far, over the running trial's step bar."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description:>8}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}  {task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    trials_task = progress.add_task("trials", total=trials, status="starting")
+    step_task = progress.add_task("steps", total=steps, status="")
+    return progress, trials_task, step_task
+
+
+@app.command()
+def search(
+    teacher: str = typer.Option(
+        "deeplabv3", "--teacher", "-t", help="Teacher name, onnx:PATH or module:callable."
+    ),
+    budget: str = typer.Option(
+        ..., "--budget", "-b", help="Amortised cost per frame: 5GFLOPs, 40ms, ..."
+    ),
+    video: str = typer.Option(
+        "sample:bikes",
+        "--video",
+        help="sample:NAME, synthetic[:k=v,...], a file, a folder, cityscapes:ROOT.",
+    ),
+    trials: int = typer.Option(8, "--trials", "-n", help="Complete trials the study should hold."),
+    sampler: str = typer.Option("nsga2", "--sampler", help="nsga2, tpe or random."),
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="Stop starting new trials after this many seconds."
+    ),
+    storage: str | None = typer.Option(
+        None,
+        "--storage",
+        help="Study database shared by workers (postgresql://...); default: SQLite in --out.",
+    ),
+    study: str | None = typer.Option(None, "--study", help="Study name (needed with --storage)."),
+    keyframe_interval: str = typer.Option(
+        "3", "--keyframe-interval", "-k", help="Frames per key frame (K >= 2), or auto."
+    ),
+    input_scale: str = typer.Option(
+        "1", "--input-scale", help="Scale of the student's input (0 < s <= 1), or auto."
+    ),
+    input_size: str | None = typer.Option(
+        None, "--input-size", help="HxW (default: the teacher's)."
+    ),
+    search_space: str = typer.Option(
+        "default",
+        "--search-space",
+        help="Preset name (default, paper) or a YAML file; several, comma-separated, to tune.",
+    ),
+    steps: int = typer.Option(150, "--steps", help="Search steps per trial."),
+    train_steps: int = typer.Option(
+        20, "--train-steps", help="Brief retraining steps per trial before evaluation."
+    ),
+    batch_size: int = typer.Option(2, "--batch-size", help="Clips per step."),
+    max_frames: int = typer.Option(150, "--max-frames", help="Frames read from the video."),
+    penalty: str = typer.Option(
+        "constraint", "--penalty", help="constraint (Lagrange multiplier) or fixed (the paper's)."
+    ),
+    beta: float = typer.Option(
+        1.0, "--beta", help="Weight of the fixed penalty, per budget's worth of cost."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every random draw."),
+    device: str | None = DEVICE,
+    teacher_weights: Path | None = TEACHER_WEIGHTS,
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", help="Classes of a DeepLabV3-family head."
+    ),
+    heartbeat: int = typer.Option(
+        30, "--heartbeat", hidden=True, help="Seconds between a worker's heartbeats."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run folder (default: results/search-TIMESTAMP)."
+    ),
+) -> None:
+    """Search students for every conv against a budget: an Optuna study over the inner search's
+    hyperparameters, with a Pareto front of agreement against cost, a dashboard and the best
+    spec. Rerun the same command to continue a study; run it on several machines with one
+    --storage and --study to share it."""
+    import time
+
+    from pydantic import ValidationError
+
+    from nas.budget import parse_budget
+    from nas.hpo import SAMPLERS, StudyOptions, run_study
+    from nas.pipeline import SearchOptions
+
+    parse_budget(budget)  # checked before any work
+    SAMPLERS.canonical(sampler)
+    if storage is not None and study is None:
+        raise NasError("--storage needs --study NAME: every worker must name the same study")
+    interval = _choice_or_auto(keyframe_interval, "--keyframe-interval", int)
+    scale = _choice_or_auto(input_scale, "--input-scale", float)
+    spaces = [name.strip() for name in search_space.split(",") if name.strip()]
+    run = out or Path("results") / f"search-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        options = StudyOptions(
+            search=SearchOptions(
+                teacher=teacher,
+                teacher_weights=str(teacher_weights) if teacher_weights else None,
+                num_classes=num_classes,
+                budget=budget,
+                video=video,
+                max_frames=max_frames,
+                keyframe_interval=interval or 3,
+                input_size=input_size,
+                search_space=spaces[0] if spaces else "default",
+                steps=steps,
+                batch_size=batch_size,
+                penalty=penalty,
+                beta=beta,
+                seed=seed,
+                device=device,
+                out=str(run),
+            ),
+            trials=trials,
+            timeout=timeout,
+            sampler=SAMPLERS.canonical(sampler),
+            storage=storage,
+            study=study,
+            search_spaces=spaces,
+            keyframe_interval_auto=interval is None,
+            input_scale=scale,
+            train_steps=train_steps,
+            heartbeat=heartbeat,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "--" + str(error["loc"][-1]).replace("_", "-")
+        raise NasError(f"invalid {name}: {error['msg']}") from exc
+
+    progress, trials_task, step_task = _study_progress(trials, steps)
+    best: dict[str, float] = {}
+
+    def on_trial_start(number: int, params: dict) -> None:
+        progress.reset(step_task, total=steps, status=f"trial {number}: preparing")
+
+    def on_step(row) -> None:
+        cost = f"cost/budget {row.expected_cost / row.budget:.3f}" if row.budget else ""
+        status = f"loss {row.loss:.4f}  {cost}  tau {row.tau:.2f}  lambda {row.multiplier:.2f}"
+        progress.update(step_task, completed=row.step + 1, status=status)
+
+    def on_trial_end(study_, trial) -> None:
+        from optuna.trial import TrialState
+
+        states = Counter(t.state for t in study_.get_trials(deepcopy=False))
+        front = study_.best_trials
+        if front:
+            best["agreement"] = max(t.values[0] for t in front)
+            best["gflops"] = min(t.values[1] for t in front)
+        status = f"running {states[TrialState.RUNNING]}"
+        if best:
+            status += (
+                f"  best agreement {best['agreement']:.4f}  "
+                f"lowest GFLOPs {best['gflops']:.3f} (feasible)"
+            )
+        if states[TrialState.PRUNED] or states[TrialState.FAIL]:
+            status += f"  pruned {states[TrialState.PRUNED]}  failed {states[TrialState.FAIL]}"
+        progress.update(trials_task, completed=states[TrialState.COMPLETE], status=status)
+
+    with progress:
+        found = run_study(
+            options, on_trial_start=on_trial_start, on_step=on_step, on_trial_end=on_trial_end
+        )
+    _finish(options.run, found)
+
+
+def _finish(run: Path, study) -> None:
+    """After a search: the report, the dashboard and the best spec as RUN/spec.json."""
+    from nas.dashboard import write_dashboard
+    from nas.hpo import export_trial
+    from nas.results import write_results
+
+    table = write_results(study, run)
+    _print_trials(table, everything=False)
+    trial, path = export_trial(study, None, run / "spec.json")
+    _print_spec_summary(path, trial.number)
+    console.print(f"dashboard: {write_dashboard(run)}")
+
+
+def _print_trials(table, *, everything: bool) -> None:
+    from nas.runs import PARAM_PREFIX
+
+    rows = table if everything else table[table["pareto"]]
+    rows = rows.sort_values("gflops") if not everything else rows
+    title = "all trials" if everything else "Pareto-optimal trials (feasible)"
+    out = Table(title=f"{title}: {len(rows)} of {len(table)}", title_justify="left")
+    params = [c for c in table.columns if c.startswith(PARAM_PREFIX)]
+    columns = ["trial", "state", "agreement", "gflops", "latency_ms", "feasible"]
+    if table["latency_ms"].isna().all():
+        columns.remove("latency_ms")
+    for column in columns + [c[len(PARAM_PREFIX) :] for c in params]:
+        out.add_column(column, justify="left" if column in ("state", "search_space") else "right")
+    for _, row in rows.iterrows():
+        cells = [_cell(row[c]) for c in columns + params]
+        out.add_row(*cells)
+    console.print(out)
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _print_spec_summary(path: Path, trial: int) -> None:
+    from nas.spec import load_spec
+
+    spec = load_spec(path)
+    totals = spec.totals
+    kinds = Counter(layer.candidate.split("_r")[0] for layer in spec.layers)
+    size = f"{spec.input_size[0]}x{spec.input_size[1]}"
+    console.print(
+        f"best trial {trial}: delta model for {spec.teacher.name} at {size}, key frame every "
+        f"{spec.keyframe_interval}: {totals.amortised_macs / 1e9:.3f} GFLOPs amortised "
+        f"({totals.teacher_macs / totals.amortised_macs:.2f}x fewer multiply-adds than the "
+        f"teacher at this size), {totals.student_params:,} params"
+    )
+    console.print(
+        "layers per candidate kind: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+    )
+    console.print(f"spec written to {path}")
+
+
+@app.command()
+def export(
+    run: Path = RUN,
+    trial: int | None = typer.Option(None, "--trial", help="Trial number to export."),
+    best: bool = typer.Option(
+        False, "--best", help="The feasible Pareto trial with the highest agreement (default)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Spec file (default: RUN/spec.json)."),
+) -> None:
+    """Write one trial's spec from a study: --trial N, or --best."""
+    from nas.hpo import export_trial
+    from nas.results import load_run
+
+    if trial is not None and best:
+        raise NasError("--trial and --best exclude each other: give one")
+    _, study = load_run(run)
+    chosen, path = export_trial(study, trial, out or run / "spec.json")
+    _print_spec_summary(path, chosen.number)
+
+
+@app.command()
+def report(
+    run: Path = RUN,
+    everything: bool = typer.Option(False, "--all", help="Every trial, not only the front."),
+) -> None:
+    """The Pareto-optimal trials of a study as a table (--all: every trial)."""
+    from nas.results import load_run, write_results
+
+    _, study = load_run(run)
+    _print_trials(write_results(study, run), everything=everything)
+
+
+@app.command()
+def dashboard(run: Path = RUN) -> None:
+    """Write the study's dashboard: one self-contained HTML file in the run folder."""
+    from nas.dashboard import write_dashboard
+    from nas.results import load_run, write_results
+
+    _, study = load_run(run)
+    write_results(study, run)
+    console.print(f"dashboard: {write_dashboard(run)}")

@@ -1,0 +1,58 @@
+"""Agreement of a student with its teacher on held-out sequences, as the student runs in use.
+
+Each held-out sequence streams through a `DeltaRunner` (a key frame every K frames) while the
+teacher sees every frame at full size. A student that runs on smaller frames gets them
+downscaled from the same full-size frames, and its predictions are upsampled back before they
+are compared. Only frames between key frames count: key frames are the teacher's own output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from evaluators.agreement import agreement
+from nas.runner import DeltaRunner
+from nas.supernet import DeltaModel
+from nas.teachers import Teacher
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if x.dim() != 4 or tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def held_out_agreement(
+    teacher: Teacher,
+    student: DeltaModel,
+    frames: torch.Tensor,
+    ranges: Sequence[range],
+    *,
+    interval: int,
+    student_size: tuple[int, int],
+    device: torch.device,
+) -> dict[str, float]:
+    """Mean agreement and MAE over the frames between key frames of every range of `frames`
+    (T x 3 x H x W uint8, the teacher's full size); `student_size` is the student's input."""
+    runner = DeltaRunner(student, interval=interval)
+    scores: dict[str, list[float]] = {}
+    for frame_range in ranges:
+        runner.reset()
+        for index in frame_range:
+            x = teacher.input_spec.normalize(frames[index : index + 1].to(device).float())
+            with torch.inference_mode():
+                y_teacher = teacher(x)
+                step = runner.step(_resize(x, student_size))
+                if step.is_key:
+                    continue
+                y = _resize(step.prediction, tuple(y_teacher.shape[-2:]))
+            for name, value in agreement(y, y_teacher, kind=teacher.output_kind).items():
+                scores.setdefault(name, []).append(value)
+    runner.reset()
+    if not scores:
+        return {"agreement": float("nan"), "mae": float("nan"), "frames": 0.0}
+    result = {name: sum(values) / len(values) for name, values in scores.items()}
+    return result | {"frames": float(len(scores["agreement"]))}

@@ -1,0 +1,369 @@
+"""The outer loop: an Optuna study over the inner search's hyperparameters.
+
+Each trial samples the learning rates of the blocks and of the architecture logits, the
+temperature schedule, the constraint's step size and the search-space preset (and the key-frame
+interval and input scale where they are `auto`), runs the inner search (`nas.pipeline.search`),
+retrains the exported student briefly and measures its agreement with the teacher on held-out
+frames. Objectives: agreement (up) and amortised GFLOPs (down), plus measured amortised latency
+(down) under a latency budget. The budget is the trial's constraint (`trial.set_constraint`), so
+infeasible trials never reach the Pareto front.
+
+The study lives in a SQLite file in the run folder, or, with `storage`, in any database Optuna
+takes (PostgreSQL for many workers on many machines: every worker runs the same command).
+Workers beat a heartbeat; a trial whose worker died is failed by the next worker that looks and
+queued again with the same hyperparameters (`RetryHeartbeatStaleTrialCallback`). A study stops
+when it holds `trials` complete ones, so crashed or interrupted trials give their place back.
+Every trial's spec is kept as a file in its folder (`nas.runs`) and in the study itself (user
+attribute `spec`), so `nas export` works from any machine that reaches the storage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+from pydantic import BaseModel, ConfigDict, Field
+
+from nas import runs
+from nas.budget import CostKind, parse_budget
+from nas.errors import NasError
+from nas.holdout import held_out_agreement
+from nas.inner import StepLog
+from nas.io import atomic_write_json
+from nas.pipeline import SearchOptions, prepare, search
+from nas.registry import Registry
+from nas.sizes import scaled_size
+from nas.spec import Spec, save_spec
+from nas.student import build_student
+from nas.train import TrainConfig, train_student
+
+# Heartbeats and retries of stale trials are "experimental" in Optuna since 2.8: used on purpose.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+SAMPLERS: Registry[Callable[[int, int], optuna.samplers.BaseSampler]] = Registry("sampler")
+
+
+@SAMPLERS.register("nsga2", aliases=("nsgaii",))
+def _nsga2(seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    # Generations of half the study (at least 4, at most Optuna's 50): a short study still
+    # breeds a second generation instead of spending every trial on the random first one.
+    return optuna.samplers.NSGAIISampler(population_size=max(4, min(50, trials // 2)), seed=seed)
+
+
+@SAMPLERS.register("tpe")
+def _tpe(seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(n_startup_trials=max(2, min(10, trials // 2)), seed=seed)
+
+
+@SAMPLERS.register("random")
+def _random(seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+INTERVALS = (2, 8)  # the range an `auto` key-frame interval is searched over
+SCALES = (1.0, 0.75, 0.5)  # the choices of an `auto` input scale
+
+
+class StudyOptions(BaseModel):
+    """`nas search` with its outer loop; written to the run folder as `config.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    search: SearchOptions  # the inner search; its `out` is the run folder
+    trials: int = Field(default=8, ge=1)  # complete trials the study should hold
+    timeout: float | None = Field(default=None, gt=0)  # seconds for this worker
+    sampler: str = "nsga2"
+    storage: str | None = None  # default: SQLite in the run folder
+    study: str | None = None  # default: "nas"
+    search_spaces: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    keyframe_interval_auto: bool = False
+    input_scale: float | None = Field(default=1.0, gt=0, le=1)  # None: auto
+    train_steps: int = Field(default=20, ge=0)  # brief retraining of each trial's student
+    heartbeat: int = Field(default=30, ge=1)  # seconds between a worker's heartbeats
+
+    @property
+    def run(self) -> Path:
+        return Path(self.search.out or "results/study")
+
+    @property
+    def study_name(self) -> str:
+        return self.study or "nas"
+
+    def storage_url(self) -> str:
+        if self.storage is None:
+            return f"sqlite:///{(self.run / runs.SQLITE).resolve()}"
+        return normalise_url(self.storage)
+
+
+def normalise_url(url: str) -> str:
+    """PostgreSQL URLs go through psycopg 3 (SQLAlchemy's bare `postgresql://` means psycopg2)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by `***`."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL: shown as given
+        return url
+
+
+def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
+    """The RDB storage with heartbeats; a stale trial is failed and queued again (up to twice)."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat,
+            grace_period=2 * heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=2
+            ),
+        )
+    except Exception as exc:  # SQLAlchemy's errors span many lines: keep the first
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NasError(
+            f"cannot open the study storage {mask_url(url)}: {first} (expected a reachable "
+            "database URL such as postgresql://USER:PASSWORD@HOST:PORT/DB or sqlite:///FILE)"
+        ) from exc
+
+
+def objectives(budget_kind: CostKind) -> tuple[list[str], list[str]]:
+    """Column names and Optuna directions of the study's objectives."""
+    if budget_kind is CostKind.LATENCY:
+        return ["agreement", "gflops", "latency_ms"], ["maximize", "minimize", "minimize"]
+    return ["agreement", "gflops"], ["maximize", "minimize"]
+
+
+def suggest(trial: Trial, options: StudyOptions) -> dict:
+    """This trial's outer hyperparameters, as updates of the inner search's options."""
+    params = {
+        "lr_weights": trial.suggest_float("lr_weights", 1e-5, 1e-3, log=True),
+        "lr_arch": trial.suggest_float("lr_arch", 5e-3, 0.2, log=True),
+        "tau_start": trial.suggest_float("tau_start", 1.0, 4.0),
+        "tau_end": trial.suggest_float("tau_end", 0.05, 0.5, log=True),
+        "dual_lr": trial.suggest_float("dual_lr", 0.05, 2.0, log=True),
+        "search_space": trial.suggest_categorical("search_space", options.search_spaces),
+    }
+    if options.keyframe_interval_auto:
+        params["keyframe_interval"] = trial.suggest_int("keyframe_interval", *INTERVALS)
+    if options.input_scale is None:
+        params["input_scale"] = trial.suggest_categorical("input_scale", SCALES)
+    return params
+
+
+class Objective:
+    """One trial: inner search, brief retraining, evaluation on held-out frames."""
+
+    def __init__(
+        self,
+        options: StudyOptions,
+        *,
+        on_trial_start: Callable[[int, dict], None] | None = None,
+        on_step: Callable[[StepLog], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.budget = parse_budget(options.search.budget)
+        self.on_trial_start = on_trial_start
+        self.on_step = on_step
+
+    def __call__(self, trial: Trial) -> tuple[float, ...]:
+        options = self.options
+        params = suggest(trial, options)
+        if self.on_trial_start is not None:
+            self.on_trial_start(trial.number, params)
+        folder = runs.trial_dir(options.run, trial.number)
+        scale = params.pop("input_scale", options.input_scale)
+        inner = options.search.model_copy(update=params | {"out": str(folder)})
+        trial.set_user_attr("host", socket.gethostname())
+        try:
+            full = prepare(inner)
+            run = full
+            if scale != 1.0:
+                size = scaled_size(full.size, scale, full.teacher.input_spec.size_multiple)
+                run = prepare(inner.model_copy(update={"input_size": f"{size[0]}x{size[1]}"}))
+        except NasError as exc:  # this point of the space cannot meet the budget: pruned
+            trial.set_user_attr("error", str(exc))
+            raise optuna.TrialPruned(str(exc)) from exc
+        result = search(run.options, on_step=self.on_step, prepared=run)
+        atomic_write_json(folder / runs.TRIAL_PROBABILITIES, result.probabilities)
+        spec = result.spec
+
+        student = build_student(spec, run.teacher, stats=run.stats).to(run.device)
+        if options.train_steps > 0:
+            config = TrainConfig(
+                steps=options.train_steps,
+                lr=params["lr_weights"],
+                checkpoint_every=options.train_steps,
+                seed=options.search.seed,
+                weights=run.options.search_config().loss_weights(),
+            )
+            scratch = folder / "train"
+            train_student(
+                student, run.teacher.output_kind, run.next_batch, out=scratch, config=config
+            )
+            shutil.rmtree(scratch, ignore_errors=True)  # trainers retrain from the spec
+        held_out = full.val
+        scores = held_out_agreement(
+            full.teacher,
+            student,
+            held_out.frames,
+            held_out.ranges,
+            interval=spec.keyframe_interval,
+            student_size=tuple(spec.input_size),
+            device=run.device,
+        )
+        values = {"agreement": scores["agreement"], "gflops": spec.totals.amortised_macs / 1e9}
+        if self.budget.kind is CostKind.LATENCY:
+            values["latency_ms"] = spec.metrics["amortised_ms"]
+            used = spec.metrics["amortised_ms"] / 1e3
+        else:
+            used = spec.totals.amortised_macs
+        trial.set_constraint("budget", used / self.budget.value - 1.0)
+        trial.set_user_attr("spec_path", str(folder.relative_to(options.run) / runs.TRIAL_SPEC))
+        trial.set_user_attr("spec", spec.to_json())
+        trial.set_user_attr("probabilities", result.probabilities)
+        trial.set_user_attr("held_out_mae", scores["mae"])
+        trial.set_user_attr("held_out_frames", int(scores["frames"]))
+        trial.set_user_attr("search_agreement", spec.metrics.get("val_agreement", math.nan))
+        names, _ = objectives(self.budget.kind)
+        return tuple(values[name] for name in names)
+
+
+def open_study(options: StudyOptions) -> optuna.Study:
+    """Create the study, or load it to continue; refuse one made for another teacher or budget."""
+    budget = parse_budget(options.search.budget)
+    _, directions = objectives(budget.kind)
+    url = options.storage_url()
+    if options.storage is None:
+        options.run.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(url, options.heartbeat)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress says it all
+    sampler = SAMPLERS.get(options.sampler)(options.search.seed, options.trials)
+    identity = {
+        "teacher": options.search.teacher,
+        "teacher_weights": options.search.teacher_weights,
+        "budget": str(budget),
+        "video": options.search.video,
+        "input_size": options.search.input_size,
+    }
+    study = optuna.create_study(
+        storage=storage,
+        sampler=sampler,
+        study_name=options.study_name,
+        directions=directions,
+        load_if_exists=True,
+    )
+    found = study.user_attrs.get("identity")
+    if found is None:
+        study.set_user_attr("identity", identity)
+    elif found != identity:
+        changed = ", ".join(
+            f"{k} {found.get(k)!r} -> {v!r}" for k, v in identity.items() if found.get(k) != v
+        )
+        raise NasError(
+            f"study '{options.study_name}' in {mask_url(url)} was made for other settings "
+            f"({changed}): use another --study name or --out folder"
+        )
+    return study
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_study(
+    options: StudyOptions,
+    *,
+    on_trial_start: Callable[[int, dict], None] | None = None,
+    on_step: Callable[[StepLog], None] | None = None,
+    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> optuna.Study:
+    """Run (or continue) the study until it holds `options.trials` complete trials."""
+    from nas.results import write_results, write_study_info
+
+    run = options.run
+    run.mkdir(parents=True, exist_ok=True)
+    study = open_study(options)
+    atomic_write_json(run / runs.CONFIG, json.loads(options.model_dump_json()))
+    write_study_info(study, options)
+    optuna.storages.fail_stale_trials(study)
+    attempts_left = 4 * options.trials  # pruned or failed trials do not run forever
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal attempts_left
+        attempts_left -= 1
+        write_results(study, run)
+        if on_trial_end is not None:
+            on_trial_end(study, trial)
+        if count(study, TrialState.COMPLETE) >= options.trials or attempts_left <= 0:
+            study.stop()
+
+    if count(study, TrialState.COMPLETE) < options.trials:
+        study.optimize(
+            Objective(options, on_trial_start=on_trial_start, on_step=on_step),
+            timeout=options.timeout,
+            callbacks=[after_trial],
+            catch=(NasError,),
+        )
+    write_results(study, run)
+    if count(study, TrialState.COMPLETE) == 0:
+        reasons = {
+            t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")
+            for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.PRUNED, TrialState.FAIL)
+        }
+        raise NasError(
+            "no trial completed: " + ("; ".join(sorted(filter(None, reasons)))[:500] or "none ran")
+        )
+    return study
+
+
+def trial_spec(study: optuna.Study, trial: FrozenTrial) -> Spec:
+    """A trial's spec, from the study itself."""
+    if "spec" not in trial.user_attrs:
+        raise NasError(f"trial {trial.number} has no spec (state {trial.state.name})")
+    return Spec.model_validate_json(trial.user_attrs["spec"])
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The feasible Pareto-optimal trial with the highest agreement with the teacher."""
+    front = study.best_trials
+    if not front:
+        raise NasError(
+            f"study '{study.study_name}' has no feasible complete trial yet: run more trials "
+            "or raise the budget"
+        )
+    return max(front, key=lambda t: (t.values[0], -t.values[1]))
+
+
+def export_trial(
+    study: optuna.Study, trial_number: int | None, out: Path
+) -> tuple[FrozenTrial, Path]:
+    """Write the spec of trial `trial_number` (default: `best_trial`) to `out`."""
+    if trial_number is None:
+        trial = best_trial(study)
+    else:
+        matches = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
+        if not matches:
+            numbers = [t.number for t in study.get_trials(deepcopy=False)]
+            raise NasError(
+                f"no trial {trial_number} in study '{study.study_name}': trials are "
+                f"{min(numbers, default=0)}..{max(numbers, default=-1)}"
+            )
+        trial = matches[0]
+    save_spec(trial_spec(study, trial), out)
+    return trial, out
