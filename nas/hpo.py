@@ -19,11 +19,13 @@ attribute `spec`), so `nas export` works from any machine that reaches the stora
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
 import socket
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from nas.errors import NasError
 from nas.holdout import held_out_agreement
 from nas.inner import StepLog
 from nas.io import atomic_write_json
-from nas.pipeline import SearchOptions, prepare, search
+from nas.pipeline import Prepared, SearchOptions, prepare, search
 from nas.registry import Registry
 from nas.sizes import scaled_size
 from nas.spec import Spec, save_spec
@@ -179,6 +181,40 @@ class Objective:
         self.budget = parse_budget(options.search.budget)
         self.on_trial_start = on_trial_start
         self.on_step = on_step
+        # Prepared runs (teacher, costs, decoded clips) of the latest few points of the space.
+        self._prepared: OrderedDict[tuple, Prepared] = OrderedDict()
+
+    def prepare(self, inner: SearchOptions, scale: float) -> tuple[Prepared, Prepared]:
+        """The run at full size (held-out reference) and at the student's size, for `inner`."""
+        key = (inner.search_space, inner.keyframe_interval, scale)
+        if key not in self._prepared:
+            full = prepare(inner)
+            run = full
+            if scale != 1.0:
+                size = scaled_size(full.size, scale, full.teacher.input_spec.size_multiple)
+                run = prepare(inner.model_copy(update={"input_size": f"{size[0]}x{size[1]}"}))
+            self._prepared[key] = (full, run)
+            while len(self._prepared) > 2:  # each holds the decoded clips
+                self._prepared.popitem(last=False)
+        full, run = self._prepared[key]
+        inner = inner.model_copy(update={"input_size": run.options.input_size})
+        return dataclasses.replace(full, options=inner), dataclasses.replace(run, options=inner)
+
+    def check(self) -> None:
+        """Refuse at once what no trial could run: a bad video, teacher or preset, or a budget
+        that the most lenient point of the space (longest interval, smallest scale) misses."""
+        options = self.options
+        lenient = {"keyframe_interval": INTERVALS[1]} if options.keyframe_interval_auto else {}
+        scale = min(SCALES) if options.input_scale is None else options.input_scale
+        first_error: NasError | None = None
+        for space in options.search_spaces:
+            inner = options.search.model_copy(update=lenient | {"search_space": space})
+            try:
+                self.prepare(inner, scale)
+                return
+            except NasError as exc:
+                first_error = first_error or exc
+        raise first_error
 
     def __call__(self, trial: Trial) -> tuple[float, ...]:
         options = self.options
@@ -190,11 +226,7 @@ class Objective:
         inner = options.search.model_copy(update=params | {"out": str(folder)})
         trial.set_user_attr("host", socket.gethostname())
         try:
-            full = prepare(inner)
-            run = full
-            if scale != 1.0:
-                size = scaled_size(full.size, scale, full.teacher.input_spec.size_multiple)
-                run = prepare(inner.model_copy(update={"input_size": f"{size[0]}x{size[1]}"}))
+            full, run = self.prepare(inner, scale)
         except NasError as exc:  # this point of the space cannot meet the budget: pruned
             trial.set_user_attr("error", str(exc))
             raise optuna.TrialPruned(str(exc)) from exc
@@ -295,9 +327,11 @@ def run_study(
     """Run (or continue) the study until it holds `options.trials` complete trials."""
     from nas.results import write_results, write_study_info
 
+    objective = Objective(options, on_trial_start=on_trial_start, on_step=on_step)
+    objective.check()  # before anything is written
     run = options.run
-    run.mkdir(parents=True, exist_ok=True)
     study = open_study(options)
+    run.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run / runs.CONFIG, json.loads(options.model_dump_json()))
     write_study_info(study, options)
     optuna.storages.fail_stale_trials(study)
@@ -314,7 +348,7 @@ def run_study(
 
     if count(study, TrialState.COMPLETE) < options.trials:
         study.optimize(
-            Objective(options, on_trial_start=on_trial_start, on_step=on_step),
+            objective,
             timeout=options.timeout,
             callbacks=[after_trial],
             catch=(NasError,),

@@ -140,17 +140,19 @@ def test_unknown_option_is_a_usage_error(run_nas):
 TINY_ARGS = [
     "search", "--teacher", "tests.conftest:build_tiny", "--video", "synthetic:frames=24,size=64x96",
     "--input-size", "64x96", "--max-frames", "24", "--steps", "4", "--device", "cpu",
+    "--trials", "2", "--train-steps", "2",
 ]  # fmt: skip
 
 
-def test_search_writes_spec_and_summary(run_nas, tmp_path):
+def test_search_writes_study_spec_and_summary(run_nas, tmp_path):
     result = run_nas(*TINY_ARGS, "--budget", "3MFLOPs", "--out", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "run" / "spec.json").is_file()
-    assert "budget 3MFLOPs: amortised cost" in result.stdout
+    run = tmp_path / "run"
+    for name in ("spec.json", "trials.csv", "trials.parquet", "study.db", "dashboard.html"):
+        assert (run / name).is_file(), name
+    assert "Pareto-optimal trials (feasible)" in result.stdout
     assert "layers per candidate kind:" in result.stdout
-    assert "validation agreement with the teacher" in result.stdout
-    assert f"spec written to {tmp_path / 'run' / 'spec.json'}" in result.stdout.replace("\n", "")
+    assert f"spec written to {run / 'spec.json'}" in result.stdout.replace("\n", "")
 
 
 @pytest.mark.parametrize(
@@ -162,6 +164,21 @@ def test_search_writes_spec_and_summary(run_nas, tmp_path):
         (["--budget", "3MFLOPs", "--video", "{empty}"], "no images"),
         (["--budget", "3MFLOPs", "--keyframe-interval", "1"], "--keyframe-interval"),
         (["--budget", "three"], "invalid budget 'three'"),
+        (["--budget", "3MFLOPs", "--keyframe-interval", "often"], "invalid --keyframe-interval"),
+        (["--budget", "3MFLOPs", "--input-scale", "2"], "--input-scale"),
+        (["--budget", "3MFLOPs", "--sampler", "grid"], "unknown sampler 'grid'"),
+        (["--budget", "3MFLOPs", "--storage", "postgresql://a:b@127.0.0.1:1/x"], "needs --study"),
+        (
+            [
+                "--budget",
+                "3MFLOPs",
+                "--storage",
+                "postgresql://a:secret@127.0.0.1:1/x",
+                "--study",
+                "s",
+            ],
+            "cannot open the study storage postgresql+psycopg://a:***@127.0.0.1:1/x",
+        ),
     ],
 )
 def test_search_bad_input_is_one_line_exit_2(run_nas, tmp_path, extra, message):
@@ -173,5 +190,5 @@ def test_search_bad_input_is_one_line_exit_2(run_nas, tmp_path, extra, message):
     result = run_nas(*TINY_ARGS, *extra, "--out", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert message in result.stderr
-    assert not (tmp_path / "run" / "spec.json").exists()
+    assert message in result.stderr and "secret" not in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing written
