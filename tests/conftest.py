@@ -100,3 +100,25 @@ TINY_SEARCH = dict(
     device="cpu",
     threads=1,
 )
+
+
+# Real services (.ci/services, started by `make test`; see tests/services.py). Skipped locally
+# when missing, failed under CI.
+
+
+@pytest.fixture
+def postgres_db():
+    """A fresh, empty PostgreSQL database for this test (a ``postgresql+psycopg://`` URL, as
+    SQLAlchemy and Optuna's RDBStorage want it), dropped after the test."""
+    from tests.services import postgres_url, temporary_database
+
+    with temporary_database(postgres_url()) as url:
+        yield url
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The path of Debian's headless-capable Chromium, for `tests.services.open_page`."""
+    from tests.services import chromium_path
+
+    return chromium_path()
