@@ -401,13 +401,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print(
-            "interrupted: rerun the same command to continue from what was saved", file=sys.stderr
-        )
-        sys.exit(130)
 
 
 from nas import cli_study  # noqa: E402, F401  (registers search, export, report, dashboard)

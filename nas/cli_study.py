@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -189,10 +190,18 @@ def search(
             status += f"  pruned {states[TrialState.PRUNED]}  failed {states[TrialState.FAIL]}"
         progress.update(trials_task, completed=states[TrialState.COMPLETE], status=status)
 
-    with progress:
-        found = run_study(
-            options, on_trial_start=on_trial_start, on_step=on_step, on_trial_end=on_trial_end
+    try:
+        with progress:
+            found = run_study(
+                options, on_trial_start=on_trial_start, on_step=on_step, on_trial_end=on_trial_end
+            )
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the study in {options.run} keeps its finished trials; rerun the same "
+            "command to continue it",
+            file=sys.stderr,
         )
+        raise typer.Exit(130) from None
     _finish(options.run, found)
 
 

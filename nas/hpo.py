@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import socket
 import warnings
@@ -283,8 +284,8 @@ def open_study(options: StudyOptions) -> optuna.Study:
     if options.storage is None:
         options.run.mkdir(parents=True, exist_ok=True)
     storage = open_storage(url, options.heartbeat)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress says it all
-    sampler = SAMPLERS.get(options.sampler)(options.search.seed, options.trials)
+    # Our own progress and trials table say it all, failed trials' reasons included.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     identity = {
         "teacher": options.search.teacher,
         "teacher_weights": options.search.teacher_weights,
@@ -294,7 +295,6 @@ def open_study(options: StudyOptions) -> optuna.Study:
     }
     study = optuna.create_study(
         storage=storage,
-        sampler=sampler,
         study_name=options.study_name,
         directions=directions,
         load_if_exists=True,
@@ -310,7 +310,18 @@ def open_study(options: StudyOptions) -> optuna.Study:
             f"study '{options.study_name}' in {mask_url(url)} was made for other settings "
             f"({changed}): use another --study name or --out folder"
         )
+    study.sampler = SAMPLERS.get(options.sampler)(worker_seed(study, options), options.trials)
     return study
+
+
+def worker_seed(study: optuna.Study, options: StudyOptions) -> int:
+    """The sampler's seed: `--seed` for a new study, so a run is repeatable; moved on by the
+    trials already there, so a continued study does not draw its first points again; and, on
+    shared storage, by the process, so workers started together do not draw the same points."""
+    seed = options.search.seed + len(study.get_trials(deepcopy=False))
+    if options.storage is not None:
+        seed += 7919 * os.getpid()
+    return seed % 2**32
 
 
 def count(study: optuna.Study, *states: TrialState) -> int:
