@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import socket
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -125,17 +126,26 @@ def mask_url(url: str) -> str:
 
 def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
     """The RDB storage with heartbeats; a stale trial is failed and queued again (up to twice)."""
+    from sqlalchemy.exc import IntegrityError
+
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    attempts = 5  # workers started together race to create Optuna's tables: the losers retry
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=2
-            ),
-        )
+        for attempt in range(attempts):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat,
+                    grace_period=2 * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=2
+                    ),
+                )
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except Exception as exc:  # SQLAlchemy's errors span many lines: keep the first
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NasError(
