@@ -42,12 +42,12 @@ COLUMNS = {
     "gflops": "float: amortised GFLOPs per frame (multiply-adds / 1e9; down)",
     "latency_ms": "float: measured amortised ms per frame (NaN unless the budget is a latency)",
     "feasible": "bool: within the budget",
-    "pareto": "bool: on the Pareto front of the feasible completed trials",
+    "pareto": "bool: on the front of the COMPLETE feasible trials (Optuna's best_trials)",
     "spec_path": "str: the trial's spec, relative to the run folder ('' if none)",
     "duration_s": "float: wall-clock seconds of the trial (NaN while running)",
     "started": "str: ISO time the trial started",
 }
-PARAM_PREFIX = "param_"
+PARAM_PREFIX = "param_"  # empty where a trial did not sample it (pruned before, or not `auto`)
 
 
 class StudyInfo(BaseModel):
