@@ -15,6 +15,7 @@ from nas.budget import Budget, CostKind, parse_budget
 from nas.cost import CostReport, cost_report, count_macs, count_params
 from nas.errors import NasError
 from nas.graph import ConvLayer, layer_graph
+from nas.hpo import StudyOptions, run_study
 from nas.pipeline import RunResult, SearchOptions, search
 from nas.runner import DeltaRunner
 from nas.spec import Spec, load_spec, save_spec
@@ -32,6 +33,7 @@ __all__ = [
     "RunResult",
     "SearchOptions",
     "Spec",
+    "StudyOptions",
     "Teacher",
     "build_student",
     "cost_report",
@@ -42,6 +44,7 @@ __all__ = [
     "load_student_weights",
     "load_teacher",
     "parse_budget",
+    "run_study",
     "save_spec",
     "search",
     "teacher_for",
