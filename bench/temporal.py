@@ -52,7 +52,7 @@ def main() -> None:
         )
         batches = clip_batches(train_clips, teacher, batch_size=2, device=device)
         weights = train_student(
-            student, teacher.output_kind, batches, out=Path(tmp) / "train",
+            student, teacher, batches, out=Path(tmp) / "train",
             config=TrainConfig(steps=args.train_steps, checkpoint_every=args.train_steps),
         )  # fmt: skip
         untrained = build_student(spec, teacher)

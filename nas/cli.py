@@ -24,6 +24,9 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
+# Frame pairs of the per-frame modes (no key frames) are 1..PAIR_INTERVAL-1 frames apart.
+PAIR_INTERVAL = 3
+
 # Options several commands share.
 SPEC = typer.Option(..., "--spec", help="spec.json written by nas search.")
 WEIGHTS = typer.Option(None, "--weights", help="student.pt from nas train.")
@@ -222,12 +225,12 @@ def train(
     spec = load_spec(spec_path)
     dev = resolve_device(device)
     teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
-    size = tuple(spec.input_size)
+    size = tuple(spec.teacher_input_size or spec.input_size)  # the frames: the teacher's size
     train_clips, _ = video_clips(
         teacher,
         video,
         size=size,
-        interval=spec.keyframe_interval,
+        interval=spec.interval or PAIR_INTERVAL,
         max_frames=max_frames,
         val_fraction=0.2,
     )
@@ -235,7 +238,7 @@ def train(
         teacher,
         layer_graph(teacher.module, size),
         train_clips,
-        batches=4,
+        batches=4 if spec.mode == "delta" else 0,  # data-aware starts of delta blocks
         batch_size=batch_size,
         device=dev,
         seed=seed,
@@ -244,7 +247,13 @@ def train(
     if steps is None:
         steps = max(1, round(epochs * len(train_clips.pairs) / batch_size))
     config = TrainConfig(
-        steps=steps, lr=lr, checkpoint_every=checkpoint_every, finetune=finetune, seed=seed
+        steps=steps,
+        lr=lr,
+        checkpoint_every=checkpoint_every,
+        finetune=finetune,
+        seed=seed,
+        tc_weight=float(spec.search.get("tc_weight", 0.0)) if spec.mode != "delta" else 0.0,
+        blockwise_fraction=float(spec.search.get("blockwise_fraction", 0.5)),
     )
     out = out or spec_path.parent / "train"
     progress = _step_progress("train")
@@ -258,9 +267,7 @@ def train(
             progress.update(task, completed=row.step + 1, status=status)
 
         batches = clip_batches(train_clips, teacher, batch_size=batch_size, device=dev)
-        weights = train_student(
-            student, teacher.output_kind, batches, out=out, config=config, on_step=on_step
-        )
+        weights = train_student(student, teacher, batches, out=out, config=config, on_step=on_step)
     console.print(f"student weights written to {weights}")
 
 
@@ -295,7 +302,7 @@ def infer(
     runner = DeltaRunner(
         student, interval=keyframe_interval or spec.keyframe_interval, adaptive_threshold=adaptive
     )
-    size = tuple(spec.input_size)
+    size = tuple(spec.teacher_input_size or spec.input_size)
     writer = writer_for(out)
     keys = frames = 0
     progress = Progress(
@@ -357,8 +364,9 @@ def evaluate_command(
             spec, teacher, student, video, interval=interval, max_frames=max_frames, device=dev
         )
     table = Table(
-        title=f"{spec.teacher.name} against its delta student, {result.frames} frames, "
-        f"key frame every {interval} on {dev}",
+        title=f"{spec.teacher.name} against its {spec.mode} student, {result.frames} frames, "
+        + (f"key frame every {interval}" if spec.interval else "no key frames")
+        + f" on {dev}",
         title_justify="left",
     )
     for column in ("metric", "teacher", "student"):

@@ -55,6 +55,15 @@ def search(
         "--video",
         help="sample:NAME, synthetic[:k=v,...], a file, a folder, cityscapes:ROOT.",
     ),
+    mode: str = typer.Option(
+        "delta",
+        "--mode",
+        help="delta (key frames + change students), perframe (a student on every frame, "
+        "temporal consistency) or resolution (a student on downscaled frames).",
+    ),
+    tc_weight: float | None = typer.Option(
+        None, "--tc-weight", help="Temporal-consistency loss weight (per-frame modes)."
+    ),
     trials: int = typer.Option(8, "--trials", "-n", help="Complete trials the study should hold."),
     sampler: str = typer.Option("nsga2", "--sampler", help="nsga2, tpe or random."),
     timeout: float | None = typer.Option(
@@ -70,7 +79,9 @@ def search(
         "3", "--keyframe-interval", "-k", help="Frames per key frame (K >= 2), or auto."
     ),
     input_scale: str = typer.Option(
-        "1", "--input-scale", help="Scale of the student's input (0 < s <= 1), or auto."
+        "1",
+        "--input-scale",
+        help="Scale of the student's input (0 < s <= 1; 1, 0.75, 0.5, 0.375 for auto), or auto.",
     ),
     input_size: str | None = typer.Option(
         None, "--input-size", help="HxW (default: the teacher's)."
@@ -116,8 +127,11 @@ def search(
     from nas.budget import parse_budget
     from nas.hpo import SAMPLERS, StudyOptions, run_study
     from nas.pipeline import SearchOptions
+    from nas.spec import MODES
 
     parse_budget(budget)  # checked before any work
+    if mode not in MODES:
+        raise NasError(f"invalid --mode '{mode}': expected one of {', '.join(MODES)}")
     SAMPLERS.canonical(sampler)
     if storage is not None and study is None:
         raise NasError("--storage needs --study NAME: every worker must name the same study")
@@ -135,6 +149,8 @@ def search(
                 video=video,
                 max_frames=max_frames,
                 keyframe_interval=interval or 3,
+                mode=mode,
+                **({"tc_weight": tc_weight} if tc_weight is not None else {}),
                 input_size=input_size,
                 search_space=spaces[0] if spaces else "default",
                 steps=steps,
@@ -151,7 +167,7 @@ def search(
             storage=storage,
             study=study,
             search_spaces=spaces,
-            keyframe_interval_auto=interval is None,
+            keyframe_interval_auto=interval is None and mode == "delta",
             input_scale=scale,
             train_steps=train_steps,
             heartbeat=heartbeat,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nas.supernet import DeltaModel
+from nas.supernet import DeltaModel, resize
 from nas.teachers.base import OutputKind
 
 IGNORE = 255
@@ -41,7 +41,8 @@ def layer_errors(model: DeltaModel) -> torch.Tensor:
     """
     terms = []
     for _, conv in model.delta_convs():
-        error = (conv.forced - conv.target).pow(2).mean()
+        forced = resize(conv.forced, conv.target.shape[-2:])  # resolution mode: to full size
+        error = (forced - conv.target).pow(2).mean()
         terms.append(error / change_energy(conv.target, conv.z_key))
     return torch.stack(terms)
 
@@ -49,7 +50,8 @@ def layer_errors(model: DeltaModel) -> torch.Tensor:
 def relative_error(block: torch.nn.Module, conv) -> torch.Tensor:
     """The layer error `block` would make in `conv`'s place on the cached frames (no grad)."""
     with torch.no_grad():
-        forced = conv.z_key + block(conv.target_input - conv.a_key)
+        teacher_input = resize(conv.target_input, conv.input_hw)
+        forced = resize(conv.z_key + block(teacher_input - conv.a_key), conv.target.shape[-2:])
         error = (forced - conv.target).pow(2).mean()
         return error / change_energy(conv.target, conv.z_key)
 
@@ -100,6 +102,79 @@ def delta_losses(
         + weights.task * parts["task_loss"]
     )
     return loss, parts
+
+
+def frame_losses(
+    model: DeltaModel,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    kind: OutputKind,
+    weights: LossWeights,
+    *,
+    tc_weight: float = 0.0,
+    denormalize=None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward of the per-frame modes on a batch of frame pairs (a, b): the weighted loss.
+
+    The teacher runs on frames b at full size (the targets, and every layer's input for the
+    blockwise terms); the student on frames b (downscaled in resolution mode). Layer terms are
+    blockwise: each block predicts its layer's output from the teacher's own input (at the
+    student's size), compared after upsampling to the teacher's size. The output term compares
+    the outputs, normalised by the teacher output's energy. With `tc_weight` > 0 the student also
+    runs on frames a and the temporal-consistency loss asks its two predictions to agree once
+    warped by optical flow (`denormalize` turns the inputs back into images for the flow).
+    """
+    x_a, x_b, labels = batch
+    model.clear()  # nothing of the previous batch leaks into this one
+    tc = None
+    if tc_weight > 0:
+        from nas.tc_loss import flow_pairs, tc_loss
+
+        y_a = model.delta_frame(x_a)
+    y_teacher = model.teacher_frame(x_b)
+    y = model.delta_frame(x_b)
+    errors = layer_errors(model)
+    if tc_weight > 0:
+        pair = flow_pairs(denormalize(x_a), denormalize(x_b))
+        tc = tc_loss(y_a, y, pair, kind)
+    parts = {
+        "layer_errors": errors,
+        "layer_loss": errors.mean(),
+        "output_loss": output_loss(y, y_teacher, torch.zeros_like(y_teacher)),
+        "task_loss": task_loss(y, labels, kind) if labels is not None else y.new_zeros(()),
+        "tc_loss": tc if tc is not None else y.new_zeros(()),
+    }
+    loss = (
+        weights.layer * parts["layer_loss"]
+        + weights.output * parts["output_loss"]
+        + weights.task * parts["task_loss"]
+        + tc_weight * parts["tc_loss"]
+    )
+    return loss, parts
+
+
+def student_losses(
+    model: DeltaModel,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    teacher,
+    weights: LossWeights,
+    *,
+    tc_weight: float = 0.0,
+    blockwise: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of `model`'s mode: delta distillation, or the per-frame modes' (layer terms
+    alone while `blockwise`, then end to end with temporal consistency)."""
+    if not model.per_frame:
+        return delta_losses(model, batch, teacher.output_kind, weights)
+    if blockwise:
+        weights, tc_weight = LossWeights(weights.layer, 0.0, 0.0), 0.0
+    return frame_losses(
+        model,
+        batch,
+        teacher.output_kind,
+        weights,
+        tc_weight=tc_weight,
+        denormalize=teacher.input_spec.denormalize,
+    )
 
 
 def task_loss(student: torch.Tensor, labels: torch.Tensor, kind: OutputKind) -> torch.Tensor:

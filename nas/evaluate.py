@@ -62,7 +62,7 @@ def evaluate(
     t_delta: list[float] = []
     previous = None
     for frame in source.frames():
-        frame = resize_crop(frame, tuple(spec.input_size))
+        frame = resize_crop(frame, tuple(spec.teacher_input_size or spec.input_size))
         x = teacher.input_spec.normalize(frame.image[None].to(device))
         with torch.inference_mode():
             _sync(device)
@@ -87,8 +87,10 @@ def evaluate(
         previous = (frame.image, y_teacher, y_student)
 
     teacher_ms = statistics.median(t_teacher) * 1e3
-    key_ms = statistics.median(t_key) * 1e3
-    delta_ms = statistics.median(t_delta) * 1e3 if t_delta else key_ms
+    delta_ms = statistics.median(t_delta) * 1e3 if t_delta else None
+    key_ms = statistics.median(t_key) * 1e3 if t_key else delta_ms
+    delta_ms = key_ms if delta_ms is None else delta_ms
+    interval = spec.interval and interval  # no key frames in the per-frame modes
     totals = spec.totals
     delta_gflops = totals.delta_frame_macs / 1e9
     teacher_gflops = totals.teacher_macs / 1e9

@@ -72,7 +72,7 @@ def _random(seed: int, trials: int) -> optuna.samplers.BaseSampler:
 
 
 INTERVALS = (2, 8)  # the range an `auto` key-frame interval is searched over
-SCALES = (1.0, 0.75, 0.5)  # the choices of an `auto` input scale
+SCALES = (1.0, 0.75, 0.5, 0.375)  # the choices of an `auto` input scale
 
 
 class StudyOptions(BaseModel):
@@ -197,7 +197,7 @@ class Objective:
 
     def prepare(self, inner: SearchOptions, scale: float) -> tuple[Prepared, Prepared]:
         """The run at full size (held-out reference) and at the student's size, for `inner`."""
-        key = (inner.search_space, inner.keyframe_interval, scale)
+        key = (inner.search_space, inner.keyframe_interval, inner.input_scale, scale)
         if key not in self._prepared:
             full = prepare(inner)
             run = full
@@ -217,6 +217,8 @@ class Objective:
         options = self.options
         lenient = {"keyframe_interval": INTERVALS[1]} if options.keyframe_interval_auto else {}
         scale = min(SCALES) if options.input_scale is None else options.input_scale
+        if options.search.mode == "resolution":
+            lenient, scale = lenient | {"input_scale": scale}, 1.0
         first_error: NasError | None = None
         for space in options.search_spaces:
             inner = options.search.model_copy(update=lenient | {"search_space": space})
@@ -235,6 +237,8 @@ class Objective:
         folder = runs.trial_dir(options.run, trial.number)
         scale = params.pop("input_scale", options.input_scale)
         inner = options.search.model_copy(update=params | {"out": str(folder)})
+        if inner.mode == "resolution":  # the student downscales; the teacher stays at full size
+            inner, scale = inner.model_copy(update={"input_scale": scale}), 1.0
         trial.set_user_attr("host", socket.gethostname())
         try:
             full, run = self.prepare(inner, scale)
@@ -253,11 +257,10 @@ class Objective:
                 checkpoint_every=options.train_steps,
                 seed=options.search.seed,
                 weights=run.options.search_config().loss_weights(),
+                tc_weight=run.options.tc_weight,
             )
             scratch = folder / "train"
-            train_student(
-                student, run.teacher.output_kind, run.next_batch, out=scratch, config=config
-            )
+            train_student(student, run.teacher, run.next_batch, out=scratch, config=config)
             shutil.rmtree(scratch, ignore_errors=True)  # trainers retrain from the spec
         held_out = full.val
         scores = held_out_agreement(
@@ -302,6 +305,7 @@ def open_study(options: StudyOptions) -> optuna.Study:
         "budget": str(budget),
         "video": options.search.video,
         "input_size": options.search.input_size,
+        "mode": options.search.mode,
     }
     study = optuna.create_study(
         storage=storage,

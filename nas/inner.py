@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nas.budget import Budget, CostKind
-from nas.distill import LossWeights, delta_losses, relative_error
+from nas.distill import LossWeights, relative_error, student_losses
 from nas.errors import NasError
 from nas.export import LayerChoice, export_choices
 from nas.graph import ConvLayer
@@ -53,6 +53,8 @@ class SearchConfig:
     layer_weight: float = 1.0
     output_weight: float = 1.0
     task_weight: float = 1.0
+    tc_weight: float = 0.0  # temporal consistency (per-frame modes)
+    blockwise_fraction: float = 0.5  # per-frame modes: the share of steps with layer terms only
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -78,14 +80,21 @@ class CostTable:
         return self.other + sum(self.candidates[path][name] for path, name in picks.items())
 
 
-def check_budget(table: CostTable, budget: Budget, interval: int) -> None:
-    """Refuse, before any work, a budget that no delta model at this interval can meet."""
+def check_budget(table: CostTable, budget: Budget, interval: int | None) -> None:
+    """Refuse, before any work, a budget that no delta model at this interval can meet
+    (`interval` None: no key frames, the per-frame modes)."""
     floor = amortised(table.keyframe, table.min_delta(), interval)
     if budget.value >= floor:
         return
 
     def show(value: float) -> str:
         return str(Budget(budget.kind, value))
+
+    if interval is None:
+        raise NasError(
+            f"budget {budget} is below the cheapest student of this search space, "
+            f"{show(floor)} per frame: raise the budget, or use delta mode (--mode delta)"
+        )
 
     k = smallest_interval(table.keyframe, table.min_delta(), budget.value)
     hint = (
@@ -139,8 +148,12 @@ def build_supernet(
     layers: list[ConvLayer],
     table: CostTable,
     build_block: Callable[[str, ConvLayer, torch.Tensor], nn.Module],
+    *,
+    per_frame: bool = False,
+    student_size: tuple[int, int] | None = None,
 ) -> Supernet:
-    """Every searched conv becomes a mixed layer over the table's candidates (cheapest first)."""
+    """Every searched conv becomes a mixed layer over the table's candidates (cheapest first);
+    `per_frame` and `student_size` as in `DeltaModel.build`."""
     mixed: dict[str, MixedDelta] = {}
 
     def make_block(layer: ConvLayer, conv: nn.Conv2d) -> nn.Module:
@@ -150,7 +163,14 @@ def build_supernet(
         mixed[layer.path] = MixedDelta(names, blocks, [costs[name] for name in names])
         return mixed[layer.path]
 
-    model = DeltaModel.build(teacher.module, layers, make_block, output_key=teacher.output_key)
+    model = DeltaModel.build(
+        teacher.module,
+        layers,
+        make_block,
+        output_key=teacher.output_key,
+        per_frame=per_frame,
+        student_size=student_size,
+    )
     return Supernet(model, layers, mixed, table)
 
 
@@ -165,6 +185,7 @@ class StepLog:
     budget: float
     tau: float
     multiplier: float
+    tc_loss: float = 0.0  # temporal consistency (per-frame modes)
 
 
 @dataclass
@@ -201,7 +222,7 @@ def run_search(
     next_batch: Callable[[torch.Generator], Batch],
     *,
     budget: Budget,
-    interval: int,
+    interval: int | None,
     config: SearchConfig,
     on_step: Callable[[StepLog], None] | None = None,
 ) -> SearchOutcome:
@@ -223,8 +244,13 @@ def run_search(
         for m in net.mixed.values():
             m.tau = tau
             m.sample()  # one candidate per layer for this step
-        distill, parts = delta_losses(
-            net.model, next_batch(generator), teacher.output_kind, config.loss_weights()
+        distill, parts = student_losses(
+            net.model,
+            next_batch(generator),
+            teacher,
+            config.loss_weights(),
+            tc_weight=config.tc_weight,
+            blockwise=progress < config.blockwise_fraction,
         )
         if step == 0:
             measure_all_candidates(net)
@@ -258,6 +284,7 @@ def run_search(
             budget=budget.value,
             tau=tau,
             multiplier=multiplier,
+            tc_loss=float(parts.get("tc_loss", torch.zeros(())).detach()),
         )
         outcome.log.append(row)
         if on_step is not None:

@@ -25,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from evaluators.agreement import agreement
 from nas.budget import Budget, CostKind, parse_budget
 from nas.calibrate import delta_statistics
+from nas.cost import count_macs
 from nas.data import ClipSampler, load_frames, open_video, split_sequences
+from nas.errors import NasError
 from nas.graph import ConvLayer, layer_graph
 from nas.inner import (
     CostTable,
@@ -42,10 +44,11 @@ from nas.latency import (
     resolve_device,
 )
 from nas.latency_check import fit_measured_latency
-from nas.sizes import check_multiple, parse_size
+from nas.sizes import check_multiple, parse_size, scaled_size
 from nas.spec import BudgetRef, LayerShape, Spec, SpecLayer, TeacherRef, Totals, save_spec
 from nas.supernet import amortised
 from nas.tables import latency_table, macs_table
+from nas.tc_loss import DEFAULT_TC_WEIGHT
 from nas.teachers import Teacher, load_teacher
 from search_spaces import (
     InputStats,
@@ -69,6 +72,10 @@ class SearchOptions(BaseModel):
     max_frames: int | None = Field(default=150, ge=8)
     keyframe_interval: int = Field(default=3, ge=2)
     input_size: str | None = None  # HxW; default: the teacher's
+    mode: str = Field(default="delta", pattern="^(delta|perframe|resolution)$")
+    input_scale: float = Field(default=1.0, gt=0, le=1)  # resolution mode: the student's scale
+    tc_weight: float = Field(default=DEFAULT_TC_WEIGHT, ge=0)  # per-frame modes
+    blockwise_fraction: float = Field(default=0.5, ge=0, le=1)  # per-frame modes
     search_space: str = "default"
     steps: int = Field(default=150, ge=1)
     batch_size: int = Field(default=2, ge=1)
@@ -89,6 +96,11 @@ class SearchOptions(BaseModel):
     device: str | None = None  # cpu or cuda; default: cuda when available
     threads: int | None = None
     out: str | None = None
+
+    @property
+    def interval(self) -> int | None:
+        """The key-frame interval; None in the per-frame modes (no key frames)."""
+        return self.keyframe_interval if self.mode == "delta" else None
 
     def search_config(self) -> SearchConfig:
         fields = {f.name for f in dataclasses.fields(SearchConfig)}
@@ -125,7 +137,8 @@ def validate(net: Supernet, teacher: Teacher, batches, picks: dict[str, str]) ->
     scores: dict[str, list[float]] = {}
     with torch.no_grad():
         for x_key, x_t, _ in batches:
-            net.model.key_frame(x_key)
+            if not net.model.per_frame:
+                net.model.key_frame(x_key)
             y_teacher = net.model.teacher_frame(x_t)
             y = net.model.delta_frame(x_t)
             for k, v in agreement(y, y_teacher, kind=teacher.output_kind).items():
@@ -144,8 +157,9 @@ class Prepared:
     device: torch.device
     threads: int
     teacher: Teacher
-    size: tuple[int, int]
-    layers: list[ConvLayer]
+    size: tuple[int, int]  # the frames' size: the teacher's input
+    student_size: tuple[int, int]  # the student's input (smaller in resolution mode)
+    layers: list[ConvLayer]  # at the student's size
     macs: CostTable  # exact multiply-adds (what the spec records)
     costs: CostTable  # in the budget's unit (multiply-adds, or measured seconds)
     train: ClipSampler
@@ -169,7 +183,10 @@ class Prepared:
 
     @cached_property
     def stats(self) -> dict[str, InputStats]:
-        """Each dense layer's measured input-change statistics (for data-aware starts)."""
+        """Each dense layer's measured input-change statistics (for data-aware starts of delta
+        blocks; the per-frame modes start from the plain SVD)."""
+        if self.options.mode != "delta":
+            return {}
         return calibration_stats(
             self.teacher,
             self.layers,
@@ -190,6 +207,8 @@ class Prepared:
             lambda name, layer, w: build_candidate(
                 name, layer, weight=w, stats=stats.get(layer.path)
             ),
+            per_frame=self.options.mode != "delta",
+            student_size=self.student_size if self.student_size != self.size else None,
         )
         net.model.to(self.device)
         return net
@@ -252,6 +271,11 @@ def calibration_stats(
 def prepare(options: SearchOptions) -> Prepared:
     """Resolve teacher, input size, candidates, costs and data; refuse a budget that cannot fit."""
     budget: Budget = parse_budget(options.budget)
+    if budget.kind is CostKind.LATENCY and options.mode != "delta":
+        raise NasError(
+            f"latency budgets are measured on delta models only so far: give --mode "
+            f"{options.mode} a FLOPs budget (e.g. 5GFLOPs)"
+        )
     device = resolve_device(options.device)
     threads = options.threads or default_threads()
     if device.type == "cpu":
@@ -263,16 +287,22 @@ def prepare(options: SearchOptions) -> Prepared:
         device=str(device),
     )
     size = parse_size(options.input_size) if options.input_size else teacher.input_spec.default_size
-    check_multiple(size, teacher.input_spec.size_multiple, who=f"teacher {teacher.name}")
-    layers = layer_graph(teacher.module, size)
+    multiple = teacher.input_spec.size_multiple
+    check_multiple(size, multiple, who=f"teacher {teacher.name}")
+    student_size = size
+    if options.mode == "resolution":
+        student_size = scaled_size(size, options.input_scale, multiple)
+    layers = layer_graph(teacher.module, student_size)
     preset = load_preset(options.search_space)
     names = {layer.path: resolve_candidates(preset, layer) for layer in layers}
-    macs = macs_table(teacher, layers, names, size)
+    if options.mode != "delta":  # no key frame to fall back on: `zero` would predict nothing
+        names = {path: [n for n in found if n != "zero"] for path, found in names.items()}
+    macs = macs_table(teacher, layers, names, student_size)
     if budget.kind is CostKind.LATENCY:
-        costs = latency_table(teacher, layers, names, size, device=device, threads=threads)
+        costs = latency_table(teacher, layers, names, student_size, device=device, threads=threads)
     else:
         costs = macs
-    check_budget(costs, budget, options.keyframe_interval)
+    check_budget(costs, budget, options.interval)
 
     train, val = video_clips(
         teacher,
@@ -289,6 +319,7 @@ def prepare(options: SearchOptions) -> Prepared:
         threads=threads,
         teacher=teacher,
         size=size,
+        student_size=student_size,
         layers=layers,
         macs=macs,
         costs=costs,
@@ -328,7 +359,7 @@ def search(
             run.teacher,
             run.next_batch,
             budget=run.budget,
-            interval=options.keyframe_interval,
+            interval=options.interval,
             config=options.search_config(),
             on_step=step,
         )
@@ -348,8 +379,20 @@ def search(
         )
         metrics |= measured
     metrics |= validate(net, run.teacher, run.val_batches(), picks)
+    teacher_macs = None
+    if run.student_size != run.size:  # the reference is the teacher on full-size frames
+        teacher_macs = count_macs(run.teacher.module, run.size)
     spec = make_spec(
-        run.teacher, run.layers, picks, run.macs, run.budget, run.size, options, metrics
+        run.teacher,
+        run.layers,
+        picks,
+        run.macs,
+        run.budget,
+        run.size,
+        options,
+        metrics,
+        student_size=run.student_size,
+        teacher_macs=teacher_macs,
     )
     save_spec(spec, out / "spec.json")
     return RunResult(spec, out, outcome.log, net.probabilities())
@@ -364,8 +407,12 @@ def make_spec(
     size: tuple[int, int],
     options: SearchOptions,
     metrics: dict[str, float],
+    *,
+    student_size: tuple[int, int] | None = None,
+    teacher_macs: int | None = None,
 ) -> Spec:
-    """The spec of a delta model: per layer its chosen candidate with exact costs."""
+    """The spec of a student: per layer its chosen candidate with exact costs. `size` is the
+    frames' (the teacher's) size, `student_size` the student's input where it differs."""
     spec_layers = [
         SpecLayer(
             path=layer.path,
@@ -378,7 +425,8 @@ def make_spec(
         for layer in layers
     ]
     delta = int(table.delta(picks))
-    k = options.keyframe_interval
+    k = options.interval
+    student_size = student_size or size
     return Spec(
         teacher=TeacherRef(
             name=teacher.name,
@@ -386,19 +434,24 @@ def make_spec(
             num_classes=teacher.num_classes,
             output_kind=teacher.output_kind.value,
         ),
-        input_size=size,
-        mode="delta",
-        keyframe_interval=k,
+        input_size=student_size,
+        mode=options.mode,
+        keyframe_interval=k or 1,
+        teacher_input_size=size if options.mode == "resolution" else None,
         budget=BudgetRef(kind=budget.kind.value, value=budget.value, text=str(budget)),
         layers=spec_layers,
         totals=Totals(
-            teacher_macs=int(table.keyframe),
+            teacher_macs=int(teacher_macs if teacher_macs is not None else table.keyframe),
             delta_frame_macs=delta,
             amortised_macs=amortised(table.keyframe, delta, k),
             student_params=sum(layer.params for layer in spec_layers),
         ),
         search=options.search_config().as_dict()
-        | {"search_space": options.search_space, "video": options.video},
+        | {
+            "search_space": options.search_space,
+            "video": options.video,
+            "input_scale": options.input_scale,
+        },
         seed=options.seed,
         metrics=metrics,
     )

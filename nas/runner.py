@@ -4,6 +4,7 @@ On a key frame the teacher runs in full (every searched layer caches its input a
 on the frames after it only the student blocks run on the layers' input changes. Key frames
 come every `interval` frames, or, with an adaptive schedule, whenever the input has moved too
 far from the last key frame (a scene cut, a fast pan), and at the latest every `max_interval`.
+A student of the per-frame modes has no key frames: it runs alone on every frame.
 
     runner = DeltaRunner(student, interval=3)
     for out in runner.run(frames):            # normalised N x 3 x H x W tensors, in order
@@ -71,6 +72,8 @@ class DeltaRunner:
     def step(self, x: torch.Tensor) -> Step:
         """One frame: the teacher on a key frame, the delta blocks otherwise."""
         with torch.inference_mode():
+            if self.student.per_frame:  # per-frame modes: the student alone on every frame
+                return Step(self.student.delta_frame(x), False, 0, 0.0)
             key, change = self._needs_key(x)
             if key:
                 self.key_input = x

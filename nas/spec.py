@@ -15,7 +15,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nas.errors import NasError
 from nas.graph import ConvLayer
@@ -95,18 +102,40 @@ class Totals(_Frozen):
     student_params: int = Field(ge=0)  # parameters of the student blocks
 
 
+MODES = ("delta", "perframe", "resolution")
+
+
 class Spec(_Frozen):
     format: Literal[1] = FORMAT
     teacher: TeacherRef
-    input_size: tuple[int, int]
+    input_size: tuple[int, int]  # the student's input (and the size of every layer shape)
     mode: Literal["delta", "perframe", "resolution"]
-    keyframe_interval: int = Field(ge=1)
+    keyframe_interval: int = Field(ge=1)  # 1 in the per-frame modes: no key frames
+    # Resolution mode: the frames' (and the teacher's) size, which the student downscales.
+    teacher_input_size: tuple[int, int] | None = None
     budget: BudgetRef
     layers: list[SpecLayer]
     totals: Totals
     search: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _mode_fits(self) -> Spec:
+        if self.mode == "delta" and self.keyframe_interval < 2:
+            raise ValueError("a delta spec needs keyframe_interval >= 2")
+        if self.mode != "delta" and self.keyframe_interval != 1:
+            raise ValueError(f"a {self.mode} spec has no key frames: keyframe_interval must be 1")
+        if self.mode != "delta" and any(layer.candidate == "zero" for layer in self.layers):
+            raise ValueError(f"`zero` predicts nothing in {self.mode} mode: no layer may use it")
+        if (self.mode == "resolution") != (self.teacher_input_size is not None):
+            raise ValueError("teacher_input_size is given exactly in resolution mode")
+        return self
+
+    @property
+    def interval(self) -> int | None:
+        """The key-frame interval, None when there are no key frames (per-frame modes)."""
+        return self.keyframe_interval if self.mode == "delta" else None
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"

@@ -58,8 +58,6 @@ def build_student(
     With `stats` (`nas.calibrate`), low-rank blocks start from the data-aware SVD; without, from
     the plain truncated SVD of the weights.
     """
-    if spec.mode != "delta":
-        raise NasError(f"spec mode '{spec.mode}' cannot be built as a delta model")
     check_teacher(spec, teacher)
     layers = layer_graph(teacher.module, tuple(spec.input_size))
     by_path = {layer.path: layer for layer in spec.layers}
@@ -83,7 +81,14 @@ def build_student(
         layer_stats = (stats or {}).get(layer.path)
         return build_candidate(candidate, layer, weight=conv.weight.detach(), stats=layer_stats)
 
-    model = DeltaModel.build(teacher.module, layers, make_block, output_key=teacher.output_key)
+    model = DeltaModel.build(
+        teacher.module,
+        layers,
+        make_block,
+        output_key=teacher.output_key,
+        per_frame=spec.mode != "delta",
+        student_size=tuple(spec.input_size) if spec.mode == "resolution" else None,
+    )
     return model.eval()
 
 

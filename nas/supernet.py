@@ -12,6 +12,12 @@ upsampling) runs unchanged on the reconstructed full features. In the search, g 
 `MixedDelta`: architecture logits over candidate blocks, of which one per layer is sampled each
 step (hard Gumbel-softmax with straight-through gradients), so a step costs about one student
 forward and backward; the expected cost is differentiable in the logits.
+
+The per-frame modes (see DESIGN.md) are the same recurrence with a fixed "key frame" of zero
+input: a_k = 0 and z_k = the conv's bias, so z_t = b + g(a_t) runs the student block on every
+frame's full features, and every candidate (initialised from the bias-free folded weight)
+serves unchanged. In resolution mode the student runs on frames downscaled to `student_size`
+while the teacher's targets stay at full size.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections.abc import Callable
 from enum import Enum
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nas.fold import fold_batchnorms
@@ -106,6 +113,20 @@ class MixedDelta(nn.Module):
         self.last_choice = index
 
 
+def resize_input(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Frames downscaled to the student's input size (antialiased bilinear, as an image)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Features or outputs resized to `size` (bilinear); unchanged when already that size."""
+    if x.dim() != 4 or tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 class DeltaConv(nn.Module):
     """One teacher conv (BN folded) in a delta model: exact on key frames, then z_k + g(a - a_k)."""
 
@@ -119,6 +140,8 @@ class DeltaConv(nn.Module):
         self.target: torch.Tensor | None = None  # teacher's output on frame t (TEACHER phase)
         self.target_input: torch.Tensor | None = None  # teacher's input on frame t (TEACHER)
         self.prediction: torch.Tensor | None = None  # own output on frame t (DELTA phase)
+        self.input_hw: tuple[int, int] | None = None  # the student's input size (DELTA phase)
+        self.per_frame = False  # keys fixed at a_k = 0, z_k = bias (see the module docstring)
         self.forced: torch.Tensor | None = None  # from the teacher's input on frame t (DELTA)
         # Whether the network changes this layer's input or output in place after the conv
         # (`out += identity`): then the caches must be copies. Found on the first key frame.
@@ -134,7 +157,8 @@ class DeltaConv(nn.Module):
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if self.phase is Phase.DELTA:
-            if self.a_key is None or self.a_key.shape != a.shape:
+            self.input_hw = tuple(a.shape[-2:])
+            if self.a_key is None or (not self.per_frame and self.a_key.shape != a.shape):
                 raise RuntimeError(
                     "delta frame without a matching key frame: run the key frame first"
                 )
@@ -150,7 +174,8 @@ class DeltaConv(nn.Module):
             z = self.z_key + self.block(a - self.a_key)
             self.prediction = z
             if self.target_input is not None:  # teacher forcing, for this layer's own loss
-                self.forced = self.z_key + self.block(self.target_input - self.a_key)
+                teacher_input = resize(self.target_input, self.input_hw)
+                self.forced = self.z_key + self.block(teacher_input - self.a_key)
             return z.clone()
         z = self.conv(a)
         if self.phase is Phase.KEY:
@@ -169,11 +194,21 @@ class DeltaConv(nn.Module):
 class DeltaModel(nn.Module):
     """A teacher whose searched convs are `DeltaConv`s; `net` keeps the teacher's module paths."""
 
-    def __init__(self, net: nn.Module, layers: list[ConvLayer], output_key: str | None) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        layers: list[ConvLayer],
+        output_key: str | None,
+        *,
+        per_frame: bool = False,
+        student_size: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
         self.net = net
         self.layers = list(layers)
         self.output_key = output_key
+        self.per_frame = per_frame  # no key frames: z = b + g(a) on every frame
+        self.student_size = student_size  # per-frame input size, when frames come larger
         self._caches_checked = False
         self._inplace: list[nn.Module] = []  # the teacher's in-place activations
 
@@ -185,6 +220,8 @@ class DeltaModel(nn.Module):
         make_block: Callable[[ConvLayer, nn.Conv2d], nn.Module],
         *,
         output_key: str | None = None,
+        per_frame: bool = False,
+        student_size: tuple[int, int] | None = None,
     ) -> DeltaModel:
         """Fold BNs into a copy of `module`; wrap each layer's folded conv with its student block.
 
@@ -200,8 +237,9 @@ class DeltaModel(nn.Module):
         for layer in layers:
             conv = net.get_submodule(layer.path)
             net.set_submodule(layer.path, DeltaConv(conv, make_block(layer, conv)))
-        model = cls(net, layers, output_key)
+        model = cls(net, layers, output_key, per_frame=per_frame, student_size=student_size)
         model._inplace = inplace
+        model.clear()  # sets the fixed keys of the per-frame modes
         return model
 
     def train(self, mode: bool = True) -> DeltaModel:
@@ -258,17 +296,44 @@ class DeltaModel(nn.Module):
             return self._run(x, Phase.TEACHER)
 
     def delta_frame(self, x: torch.Tensor) -> torch.Tensor:
-        """The delta model's output on frame t, from the cached key frame."""
+        """The delta model's output on frame t, from the cached key frame.
+
+        Per-frame modes: the student on frame t alone; a frame larger than `student_size` is
+        downscaled first and a dense output upsampled back to the frame's size.
+        """
+        if self.per_frame and self.student_size and tuple(x.shape[-2:]) != self.student_size:
+            size = tuple(x.shape[-2:])
+            return resize(self._run(resize_input(x, self.student_size), Phase.DELTA), size)
         return self._run(x, Phase.DELTA)
 
     def clear(self) -> None:
+        """Forget every cached tensor (per-frame modes: back to their fixed keys)."""
         for _, conv in self.delta_convs():
             conv.a_key = conv.z_key = conv.target = conv.target_input = None
             conv.prediction = conv.forced = None
+            conv.per_frame = self.per_frame
+            if self.per_frame:
+                weight = conv.conv.weight
+                bias = conv.conv.bias
+                conv.a_key = weight.new_zeros(())
+                conv.z_key = (
+                    bias.detach().view(1, -1, 1, 1) if bias is not None else weight.new_zeros(())
+                )
+
+    def _apply(self, fn, *args, **kwargs):
+        """Moving the model (`.to(device)`) moves the per-frame keys with it."""
+        result = super()._apply(fn, *args, **kwargs)
+        if self.per_frame:
+            self.clear()
+        return result
 
 
-def amortised(keyframe_cost: float, delta_cost, interval: int):
-    """Per-frame cost of a key frame every `interval` frames: (teacher + (K-1) * delta) / K."""
+def amortised(keyframe_cost: float, delta_cost, interval: int | None):
+    """Per-frame cost of a key frame every `interval` frames: (teacher + (K-1) * delta) / K;
+    `interval` None: no key frames at all (per-frame and resolution modes), every frame pays the
+    student's cost."""
+    if interval is None:
+        return delta_cost
     return (keyframe_cost + (interval - 1) * delta_cost) / interval
 
 

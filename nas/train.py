@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from nas.distill import LossWeights, delta_losses
+from nas.distill import LossWeights, student_losses
 from nas.errors import NasError
 from nas.io import atomic_write_bytes
 from nas.supernet import DeltaModel
-from nas.teachers.base import OutputKind
+from nas.teachers.base import Teacher
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "student.pt"
@@ -34,6 +34,8 @@ class TrainConfig:
     finetune: bool = False  # also train the teacher's (non-searched) parameters
     seed: int = 0
     weights: LossWeights = field(default_factory=LossWeights)
+    tc_weight: float = 0.0  # temporal consistency (per-frame modes)
+    blockwise_fraction: float = 0.5  # per-frame modes: the share of steps with layer terms only
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def trainable(student: DeltaModel, finetune: bool) -> list[torch.nn.Parameter]:
 
 def train_student(
     student: DeltaModel,
-    kind: OutputKind,
+    teacher: Teacher,
     next_batch: Callable[[torch.Generator], tuple],
     *,
     out: Path,
@@ -91,7 +93,14 @@ def train_student(
         start = int(state["step"])
     student.train()
     for step in range(start, config.steps):
-        loss, parts = delta_losses(student, next_batch(generator), kind, config.weights)
+        loss, parts = student_losses(
+            student,
+            next_batch(generator),
+            teacher,
+            config.weights,
+            tc_weight=config.tc_weight,
+            blockwise=step < config.blockwise_fraction * config.steps,
+        )
         if not torch.isfinite(loss):
             raise NasError(
                 f"training diverged at step {step}: lower --lr; the last checkpoint is kept"

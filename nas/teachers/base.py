@@ -46,6 +46,13 @@ class InputSpec:
         std = torch.tensor(self.std, device=frames.device).view(1, 3, 1, 1)
         return (frames.float() / 255.0 - mean) / std
 
+    def denormalize(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The teacher's input back to RGB frames as floats in [0, 255] (`normalize` undone)."""
+        mean = torch.tensor(self.mean, device=inputs.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=inputs.device).view(1, 3, 1, 1)
+        frames = ((inputs.detach().float() * std + mean) * 255.0).clamp(0, 255)
+        return frames.flip(1) if self.channel_order == "bgr" else frames
+
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 UNIT_RANGE = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
