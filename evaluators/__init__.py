@@ -2,15 +2,20 @@
 
 EVALUATORS.get("cost")(model, input_size=(520, 520))   # {"gflops": ..., "params": ...}
 EVALUATORS.get("temporal_consistency")(preds, frames, kind=kind, num_classes=19)  # {"tc": ...}
+EVALUATORS.get("recognition")(student_logits, teacher_logits, labels=labels)  # clips x T x C
 
 Accumulators for streams (`update` per frame or pair, then `compute`/`table`) and the optical
 flow helpers the temporal-consistency metric and loss share are exported alongside.
 """
 
+# `nas` first: importing it imports modules that use evaluators (nas.holdout), which must find
+# this package's modules whole rather than halfway through this file.
+import nas  # noqa: F401
 from evaluators import agreement as _agreement
 from evaluators import cost as _cost
 from evaluators.by_distance import ByDistance
 from evaluators.flow import consistency_mask, dis_flow, sequence_flow, warp, warp_nearest
+from evaluators.recognition import ClipRecognition
 from evaluators.registry import EVALUATORS
 from evaluators.segmentation import SegmentationMetric
 from evaluators.temporal import TemporalConsistency
@@ -18,6 +23,7 @@ from evaluators.temporal import TemporalConsistency
 __all__ = [
     "EVALUATORS",
     "ByDistance",
+    "ClipRecognition",
     "SegmentationMetric",
     "TemporalConsistency",
     "consistency_mask",

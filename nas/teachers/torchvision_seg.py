@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from nas.errors import NasError
-from nas.teachers.base import IMAGENET, InputSpec, OutputKind, Teacher, file_sha256
+from nas.teachers.base import IMAGENET, InputSpec, OutputKind, Teacher
 from nas.teachers.registry import TEACHERS
-from nas.teachers.weights import load_into, read_state_dict
+from nas.teachers.weights import (
+    class_count,
+    load_into,
+    read_state_dict,
+    seeded_init,
+    weights_id,
+)
 from nas.torchvision_compat import import_torchvision
 
-INIT_SEED = 0
 DEFAULT_CLASSES = 21  # torchvision's COCO subset with the Pascal VOC categories
 INPUT = InputSpec(**IMAGENET, size_multiple=8, default_size=(520, 520))
 
@@ -47,18 +49,12 @@ def _make_builder(name: str):
         state = read_state_dict(weights) if weights is not None else None
         if state is not None and not aux:
             state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
-        if num_classes is None:
-            rows = state.get(class_key) if state is not None else None
-            num_classes = int(rows.shape[0]) if rows is not None else DEFAULT_CLASSES
-        if num_classes < 1:
-            raise NasError(f"--num-classes must be at least 1, got {num_classes}")
+        num_classes = class_count(state, class_key, given=num_classes, default=DEFAULT_CLASSES)
         segmentation = import_torchvision().models.segmentation
         kwargs = dict(weights=None, weights_backbone=None, num_classes=num_classes)
         if has_aux:
             kwargs["aux_loss"] = aux
-        with torch.random.fork_rng(devices=[]), torch.device(device):
-            torch.manual_seed(INIT_SEED)
-            module = getattr(segmentation, tv_name)(**kwargs)
+        module = seeded_init(lambda: getattr(segmentation, tv_name)(**kwargs), device=device)
         if state is not None:
             load_into(module, state, who=name, source=str(weights))
         return Teacher(
@@ -67,7 +63,7 @@ def _make_builder(name: str):
             input_spec=INPUT,
             output_kind=OutputKind.PIXEL_LOGITS,
             num_classes=num_classes,
-            weights_id=file_sha256(weights) if weights is not None else f"init:seed={INIT_SEED}",
+            weights_id=weights_id(weights),
             output_key="out",
         )
 

@@ -1,16 +1,21 @@
-"""Loading a user's state dict into a teacher, with errors that say what does not fit."""
+"""A teacher's weights: a user's state dict, loaded with errors that say what does not fit, or
+the seeded random init that built-in teachers get when no weights file is given (nothing can be
+downloaded here)."""
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from nas.errors import NasError
+from nas.teachers.base import file_sha256
 
 _SHOWN = 5  # keys listed per kind of mismatch
+INIT_SEED = 0  # the random init of built-in teachers without a weights file
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -70,3 +75,29 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, who: str, so
         )
     if not any(t.is_meta for t in own.values()):  # a shape-only module has nothing to copy into
         module.load_state_dict(state, strict=True)
+
+
+def class_count(
+    state: dict[str, torch.Tensor] | None, head_key: str, *, given: int | None, default: int
+) -> int:
+    """The classes of a teacher's head: `given` (`--num-classes`), else the rows of the
+    checkpoint's `head_key` weight, else `default`."""
+    if given is None:
+        rows = state.get(head_key) if state is not None else None
+        given = int(rows.shape[0]) if rows is not None else default
+    if given < 1:
+        raise NasError(f"--num-classes must be at least 1, got {given}")
+    return given
+
+
+def seeded_init(factory: Callable[[], nn.Module], *, device: str) -> nn.Module:
+    """`factory()` built on `device` with torch seeded to INIT_SEED; the global RNG is left as
+    it was, so building a teacher does not change what the caller draws next."""
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(INIT_SEED)
+        return factory()
+
+
+def weights_id(path: Path | None) -> str:
+    """The `Teacher.weights_id` of a weights file (its SHA-256), or of the seeded init."""
+    return file_sha256(path) if path is not None else f"init:seed={INIT_SEED}"
