@@ -109,7 +109,9 @@ def cost(
     ),
     teacher_weights: Path | None = TEACHER_WEIGHTS,
     num_classes: int | None = typer.Option(
-        None, "--num-classes", help="Classes of a DeepLabV3-family head."
+        None,
+        "--num-classes",
+        help="Classes of a torchvision teacher's head (DeepLabV3 family, classifiers).",
     ),
     threads: int | None = typer.Option(
         None, "--threads", help="CPU threads for latency (default: all cores)."

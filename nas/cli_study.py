@@ -107,7 +107,9 @@ def search(
     device: str | None = DEVICE,
     teacher_weights: Path | None = TEACHER_WEIGHTS,
     num_classes: int | None = typer.Option(
-        None, "--num-classes", help="Classes of a DeepLabV3-family head."
+        None,
+        "--num-classes",
+        help="Classes of a torchvision teacher's head (DeepLabV3 family, classifiers).",
     ),
     heartbeat: int = typer.Option(
         30, "--heartbeat", hidden=True, help="Seconds between a worker's heartbeats."

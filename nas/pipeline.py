@@ -50,6 +50,7 @@ from nas.supernet import amortised
 from nas.tables import latency_table, macs_table
 from nas.tc_loss import DEFAULT_TC_WEIGHT
 from nas.teachers import Teacher, load_teacher
+from nas.teachers.base import OutputKind
 from search_spaces import (
     InputStats,
     build_candidate,
@@ -227,7 +228,11 @@ def video_clips(
     source = open_video(video, max_frames=max_frames)
     stack = load_frames(source, size=size)
     train_ranges, val_ranges = split_sequences(stack.sequences, val_fraction, gap=interval)
-    use_labels = stack.labels is not None and source.num_classes == teacher.num_classes
+    use_labels = (  # per-pixel labels train per-pixel outputs only
+        stack.labels is not None
+        and source.num_classes == teacher.num_classes
+        and teacher.output_kind is not OutputKind.IMAGE_LOGITS
+    )
     labels = stack.labels if use_labels else None
     return (
         ClipSampler(stack.frames, interval=interval, ranges=train_ranges, labels=labels),

@@ -31,6 +31,11 @@ CALLS = {
     "segmentation": lambda net: EVALUATORS.get("segmentation")(
         _logits(0), _logits(1).argmax(1), num_classes=4
     ),
+    "recognition": lambda net: EVALUATORS.get("recognition")(
+        _logits(0).mean((2, 3))[None],
+        _logits(0).mean((2, 3))[None],
+        labels=[int(_logits(0).mean((2, 3)).mean(0).argmax())],
+    ),
     "by_distance": lambda net: EVALUATORS.get("by_distance")(
         _logits(0), _logits(1), [0, 1], kind=OutputKind.PIXEL_LOGITS
     ),

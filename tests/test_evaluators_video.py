@@ -116,8 +116,6 @@ def test_tc_of_prob_maps_is_two_class_miou():
     assert metric.compute() == pytest.approx((1 / 2 + 254 / 255) / 2)
     metric.update(pred_t * 0, pred_t1 * 0, frame, frame, flow=flow)  # no positives: 1
     assert metric.compute() == pytest.approx(((1 / 2 + 254 / 255) / 2 + 1) / 2)
-    with pytest.raises(NasError, match="per-pixel"):
-        TemporalConsistency(OutputKind.IMAGE_LOGITS, 10)
 
 
 def test_segmentation_against_a_hand_counted_confusion():

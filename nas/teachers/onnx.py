@@ -117,7 +117,10 @@ def check_no_weight_options(name: str, weights, num_classes) -> None:
             f"teacher {name} takes its weights from its ONNX file: drop --teacher-weights"
         )
     if num_classes is not None:
-        raise NasError(f"--num-classes applies to the DeepLabV3 family, not to {name}")
+        raise NasError(
+            f"--num-classes applies to the torchvision teachers (DeepLabV3 family, "
+            f"classifiers), not to {name}"
+        )
 
 
 # PaddleOCR trains on OpenCV (BGR) images, and RapidOCR feeds its detector BGR.
