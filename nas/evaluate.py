@@ -11,6 +11,7 @@ and the student's agreement by distance from its key frame.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from dataclasses import dataclass
@@ -47,9 +48,12 @@ def evaluate(
     interval: int,
     max_frames: int | None,
     device: torch.device,
+    skip_frames: int = 0,
 ) -> EvalResult:
-    """Run teacher and student over the video and measure both (see module docstring)."""
-    source = open_video(video, max_frames=max_frames)
+    """Run teacher and student over the video and measure both (see module docstring);
+    `skip_frames` first frames are left out (say, those a student was trained on)."""
+    limit = None if max_frames is None else skip_frames + max_frames
+    source = open_video(video, max_frames=limit)
     kind, classes = teacher.output_kind, teacher.num_classes
     runner = DeltaRunner(student, interval=interval)
     tc_teacher, tc_student = TemporalConsistency(kind, classes), TemporalConsistency(kind, classes)
@@ -61,7 +65,7 @@ def evaluate(
     t_key: list[float] = []
     t_delta: list[float] = []
     previous = None
-    for frame in source.frames():
+    for frame in itertools.islice(source.frames(), skip_frames, None):
         frame = resize_crop(frame, tuple(spec.teacher_input_size or spec.input_size))
         x = teacher.input_spec.normalize(frame.image[None].to(device))
         with torch.inference_mode():
