@@ -29,8 +29,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/nas search --teacher deeplabv3 --budget 5GFLOPs --out results/demo
-	@echo "The student spec is results/demo/spec.json (config.json and log.csv beside it)."
+	$(BIN)/nas search --teacher deeplabv3 --budget 5GFLOPs --trials 3 --steps 40 --train-steps 10 \
+		--out results/demo
+	@echo "The best student's spec is results/demo/spec.json; open results/demo/dashboard.html."
 
 bench: $(STAMP)
 	$(BIN)/python bench/cost_speed.py

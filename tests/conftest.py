@@ -44,6 +44,21 @@ def build_tiny(num_classes: int = 3) -> TinySegNet:
         return TinySegNet(num_classes)
 
 
+@pytest.fixture(scope="module")
+def teachers():
+    """Teachers by (name, device), each built once per test module."""
+    from nas.teachers import load_teacher
+
+    built = {}
+
+    def get(name: str, device: str = "cpu"):
+        if (name, device) not in built:
+            built[name, device] = load_teacher(name, device=device)
+        return built[name, device]
+
+    return get
+
+
 @pytest.fixture
 def tiny_net() -> TinySegNet:
     return build_tiny()

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nas.cost import conv_macs, conv_out_size, count_macs, count_macs_by_module
 from nas.graph import ConvLayer, layer_graph
-from nas.teachers import TEACHERS, Teacher, load_teacher
+from nas.teachers import TEACHERS
 from nas.teachers.base import select_output
 
 with warnings.catch_warnings():
@@ -148,19 +148,6 @@ def test_conv_macs_and_out_size_match_torch(device):
 
 
 # --- teachers ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def teachers():
-    """Teachers by (name, device), each built once for this module."""
-    built: dict[tuple[str, str], Teacher] = {}
-
-    def get(name: str, device: str = "cpu") -> Teacher:
-        if (name, device) not in built:
-            built[name, device] = load_teacher(name, device=device)
-        return built[name, device]
-
-    return get
 
 
 def _device_for(name: str) -> str:

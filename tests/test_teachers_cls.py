@@ -20,7 +20,7 @@ from nas.data import load_frames, open_video
 from nas.errors import NasError
 from nas.graph import layer_graph
 from nas.pipeline import SearchOptions, search
-from nas.teachers import OutputKind, Teacher, load_teacher
+from nas.teachers import OutputKind, load_teacher
 from nas.teachers.base import IMAGENET
 from nas.torchvision_compat import import_torchvision
 
@@ -41,19 +41,6 @@ PUBLISHED = {
     "mobilenet_v3_large": ("MobileNet_V3_Large_Weights", 0.217, 5_483_032, 62),
 }
 NAMES = list(PUBLISHED)
-
-
-@pytest.fixture(scope="module")
-def teachers():
-    """Teachers by (name, device), each built once for this module."""
-    built: dict[tuple[str, str], Teacher] = {}
-
-    def get(name: str, device: str = "cpu") -> Teacher:
-        if (name, device) not in built:
-            built[name, device] = load_teacher(name, device=device)
-        return built[name, device]
-
-    return get
 
 
 def _input(size: tuple[int, int] = SIZE) -> torch.Tensor:

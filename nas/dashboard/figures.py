@@ -28,6 +28,18 @@ def _trial_hover(x_label: str, y_label: str) -> str:
     return f"%{{text}}<br>{x_label} %{{x:.4g}}<br>{y_label} %{{y:.4g}}<extra></extra>"
 
 
+def _teacher_star(gflops: float, value: float, label: str) -> go.Scatter:
+    """The teacher as a reference point: a gold star at (its GFLOPs, `value`)."""
+    return go.Scatter(
+        x=[gflops],
+        y=[value],
+        mode="markers",
+        name=TEACHER,
+        marker=dict(symbol="star", size=16, color=_GOLD, line=dict(color="black", width=1)),
+        hovertemplate=f"teacher<br>GFLOPs %{{x:.4g}}<br>{label} %{{y:.4g}}<extra></extra>",
+    )
+
+
 def pareto_figure(data: ParetoData) -> go.Figure:
     """Completed trials (feasible in colour, infeasible grey), the teacher, budget and front."""
     fig = go.Figure()
@@ -63,16 +75,7 @@ def pareto_figure(data: ParetoData) -> go.Figure:
                 hoverinfo="skip",
             )
         )
-    fig.add_trace(
-        go.Scatter(
-            x=[data.teacher_gflops],
-            y=[data.teacher_agreement],
-            mode="markers",
-            name=TEACHER,
-            marker=dict(symbol="star", size=16, color=_GOLD, line=dict(color="black", width=1)),
-            hovertemplate="teacher<br>GFLOPs %{x:.4g}<br>agreement %{y:.4g}<extra></extra>",
-        )
-    )
+    fig.add_trace(_teacher_star(data.teacher_gflops, data.teacher_agreement, "agreement"))
     if data.budget_gflops is not None:
         fig.add_vline(
             x=data.budget_gflops,
@@ -259,16 +262,7 @@ def latency_figure(data: LatencyPoints) -> go.Figure:
                 )
             )
     if data.teacher_latency_ms is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[data.teacher_gflops],
-                y=[data.teacher_latency_ms],
-                mode="markers",
-                name=TEACHER,
-                marker=dict(symbol="star", size=16, color=_GOLD, line=dict(color="black", width=1)),
-                hovertemplate="teacher<br>GFLOPs %{x:.4g}<br>ms %{y:.4g}<extra></extra>",
-            )
-        )
+        fig.add_trace(_teacher_star(data.teacher_gflops, data.teacher_latency_ms, "ms"))
     if data.budget_ms is not None:
         fig.add_hline(
             y=data.budget_ms,
