@@ -69,11 +69,31 @@ def trials_table(study: optuna.Study, run: Path) -> pd.DataFrame:
 def write_results(study: optuna.Study, run: Path) -> pd.DataFrame:
     """The trials table as `trials.csv` and `trials.parquet`, each written atomically."""
     table = trials_table(study, run)
+    _note_teacher_latency(study, run)
     atomic_write_text(run / runs.TRIALS_CSV, table.to_csv(index=False))
     buffer = io.BytesIO()
     table.to_parquet(buffer, index=False)
     atomic_write_bytes(run / runs.TRIALS_PARQUET, buffer.getvalue())
     return table
+
+
+def _note_teacher_latency(study: optuna.Study, run: Path) -> None:
+    """Under a latency budget, `study.json` gains the teacher's measured ms per frame (the
+    median of what the trials measured on their key frames), for the latency figure."""
+    path = run / runs.STUDY_INFO
+    if not path.is_file():
+        return
+    info = runs.StudyInfo.model_validate_json(path.read_text())
+    if info.budget_kind != "latency":
+        return
+    measured = sorted(
+        json.loads(t.user_attrs["spec"])["metrics"]["keyframe_ms"]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "keyframe_ms" in json.loads(t.user_attrs.get("spec", "{}")).get("metrics", {})
+    )
+    if measured:
+        info = info.model_copy(update={"teacher_latency_ms": measured[len(measured) // 2]})
+        atomic_write_json(path, json.loads(info.model_dump_json()))
 
 
 def write_study_info(study: optuna.Study, options: StudyOptions) -> runs.StudyInfo:

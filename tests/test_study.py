@@ -262,3 +262,19 @@ def test_interrupted_search_continues_where_it_stopped(tmp_path, sig):
     if sig is signal.SIGKILL:  # a stale trial is queued again with the same hyperparameters
         retried = complete[complete["param_lr_weights"] == cut["param_lr_weights"]]
         assert len(retried) == 1 and retried.iloc[0]["trial"] > 1
+
+
+def test_a_latency_budget_adds_measured_latency_as_an_objective(tmp_path):
+    options = _options(tmp_path / "run", trials=2)
+    options.search.budget = "1s"  # generous: every trial is feasible, latency is measured
+    study = run_study(options)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    table = pd.read_parquet(options.run / runs.TRIALS_PARQUET)
+    complete = table[table["state"] == "COMPLETE"]
+    assert len(complete) == 2 and (complete["latency_ms"] > 0).all()
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        spec = load_spec(options.run / trial.user_attrs["spec_path"])
+        assert trial.values[2] == pytest.approx(spec.metrics["amortised_ms"])
+        assert trial.constraints["budget"] == pytest.approx(spec.metrics["amortised_ms"] / 1e3 - 1)
+    info = runs.StudyInfo.model_validate_json((options.run / runs.STUDY_INFO).read_text())
+    assert info.budget_kind == "latency" and info.teacher_latency_ms > 0
