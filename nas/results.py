@@ -114,7 +114,11 @@ def write_study_info(study: optuna.Study, options: StudyOptions) -> runs.StudyIn
     names, directions = objectives(budget.kind)
     info = runs.StudyInfo(
         study=study.study_name,
-        storage=mask_url(options.storage_url()),
+        storage=(  # the run folder's own file needs no absolute path
+            f"sqlite:///{runs.SQLITE} (in the run folder)"
+            if options.storage is None
+            else mask_url(options.storage_url())
+        ),
         teacher=teacher.name,
         input_size=size,
         teacher_gflops=count_macs(teacher.module, size) / 1e9,
