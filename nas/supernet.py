@@ -170,7 +170,10 @@ class DeltaConv(nn.Module):
                     return (
                         self.z_key.clone() if self.copy_cache or self.fresh_output else self.z_key
                     )
-                return self.z_key + self.block(a - self.a_key)
+                # The block's output is new: add the key (or bias) into it in place; a per-frame
+                # block takes the input itself (a_k = 0), not a copy of it minus zero.
+                out = self.block(a if self.per_frame else a - self.a_key)
+                return out.add_(self.z_key)
             z = self.z_key + self.block(a - self.a_key)
             self.prediction = z
             if self.target_input is not None:  # teacher forcing, for this layer's own loss
