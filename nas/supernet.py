@@ -173,6 +173,8 @@ class DeltaConv(nn.Module):
                 # The block's output is new: add the key (or bias) into it in place; a per-frame
                 # block takes the input itself (a_k = 0), not a copy of it minus zero.
                 out = self.block(a if self.per_frame else a - self.a_key)
+                if torch.broadcast_shapes(out.shape, self.z_key.shape) != out.shape:
+                    return self.z_key + out
                 return out.add_(self.z_key)
             z = self.z_key + self.block(a - self.a_key)
             self.prediction = z
