@@ -11,18 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from evaluators.agreement import agreement
 from nas.runner import DeltaRunner
-from nas.supernet import DeltaModel
+from nas.supernet import DeltaModel, resize
 from nas.teachers import Teacher
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if x.dim() != 4 or tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def held_out_agreement(
@@ -45,10 +38,10 @@ def held_out_agreement(
             x = teacher.input_spec.normalize(frames[index : index + 1].to(device).float())
             with torch.inference_mode():
                 y_teacher = teacher(x)
-                step = runner.step(_resize(x, student_size))
+                step = runner.step(resize(x, student_size))
                 if step.is_key:
                     continue
-                y = _resize(step.prediction, tuple(y_teacher.shape[-2:]))
+                y = resize(step.prediction, tuple(y_teacher.shape[-2:]))
             for name, value in agreement(y, y_teacher, kind=teacher.output_kind).items():
                 scores.setdefault(name, []).append(value)
     runner.reset()

@@ -86,11 +86,11 @@ def _note_teacher_latency(study: optuna.Study, run: Path) -> None:
     info = runs.StudyInfo.model_validate_json(path.read_text())
     if info.budget_kind != "latency":
         return
-    measured = sorted(
-        json.loads(t.user_attrs["spec"])["metrics"]["keyframe_ms"]
+    metrics = (
+        json.loads(t.user_attrs.get("spec", "{}")).get("metrics", {})
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "keyframe_ms" in json.loads(t.user_attrs.get("spec", "{}")).get("metrics", {})
     )
+    measured = sorted(m["keyframe_ms"] for m in metrics if "keyframe_ms" in m)
     if measured:
         info = info.model_copy(update={"teacher_latency_ms": measured[len(measured) // 2]})
         atomic_write_json(path, json.loads(info.model_dump_json()))
