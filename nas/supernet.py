@@ -32,6 +32,7 @@ from torch import nn
 
 from nas.fold import fold_batchnorms
 from nas.graph import ConvLayer
+from nas.resample import bilinear
 
 
 class Phase(str, Enum):
@@ -122,9 +123,9 @@ def resize_input(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Features or outputs resized to `size` (bilinear); unchanged when already that size."""
-    if x.dim() != 4 or tuple(x.shape[-2:]) == tuple(size):
+    if x.dim() != 4:
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return bilinear(x, size)
 
 
 class DeltaConv(nn.Module):
@@ -149,11 +150,26 @@ class DeltaConv(nn.Module):
         # Whether the network's in-place activations are on (inference delta frames): then a
         # delta output must never be the cached tensor itself.
         self.fresh_output = False
+        # Input changes a - a_k of this frame, shared by the layers that read the same input
+        # against the same key (ASPP's parallel branches); set by the model per frame.
+        self.shared_deltas: dict | None = None
         self._versions: tuple[int, int] = (0, 0)
 
     def cache_was_changed(self) -> bool:
         """Whether the cached key tensors were modified in place since the key frame."""
         return (self.a_key._version, self.z_key._version) != self._versions
+
+    def _input_delta(self, a: torch.Tensor) -> torch.Tensor:
+        """a - a_k, computed once per frame for all layers that read `a` against one key."""
+        if self.shared_deltas is None:
+            return a - self.a_key
+        key = (id(a), self.a_key.data_ptr(), tuple(self.a_key.shape), self.a_key.stride())
+        found = self.shared_deltas.get(key)
+        if found is not None and found[0] is a:  # the entry holds `a`, so its id is still a's
+            return found[1]
+        delta = a - self.a_key
+        self.shared_deltas[key] = (a, delta)
+        return delta
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if self.phase is Phase.DELTA:
@@ -172,7 +188,7 @@ class DeltaConv(nn.Module):
                     )
                 # The block's output is new: add the key (or bias) into it in place; a per-frame
                 # block takes the input itself (a_k = 0), not a copy of it minus zero.
-                out = self.block(a if self.per_frame else a - self.a_key)
+                out = self.block(a if self.per_frame else self._input_delta(a))
                 if torch.broadcast_shapes(out.shape, self.z_key.shape) != out.shape:
                     return self.z_key + out
                 return out.add_(self.z_key)
@@ -267,14 +283,18 @@ class DeltaModel(nn.Module):
         inplace = phase is Phase.DELTA and not torch.is_grad_enabled()
         for sub in self._inplace:
             sub.inplace = inplace
+        shared = {} if inplace else None  # input changes shared within this frame only
         for _, conv in self.delta_convs():
             conv.phase = phase
             conv.fresh_output = inplace
+            conv.shared_deltas = shared
         try:
             out = self.net(x)
         finally:
             for sub in self._inplace:
                 sub.inplace = False
+            for _, conv in self.delta_convs():
+                conv.shared_deltas = None
         if isinstance(out, dict):
             out = out[self.output_key or "out"]
         return out

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.cost import conv_macs, conv_out_size
 from nas.errors import NasError
 from nas.graph import ConvLayer, conv_for
 from nas.registry import Registry
+from nas.resample import avg_pool, bilinear
 from search_spaces._whiten import InputStats, whitening
 
 
@@ -379,7 +379,8 @@ def pooled_hw(in_hw: tuple[int, int], factor: int) -> tuple[int, int]:
 
 class DownBlock(nn.Module):
     """`inner` run on the delta average-pooled by `factor` (ceil mode), its output upsampled
-    (bilinear, align_corners=False) to exactly the layer's output size at the input's size."""
+    (bilinear, align_corners=False) to exactly the layer's output size at the input's size
+    (both as matrix products on the CPU, see `nas.resample`)."""
 
     def __init__(self, inner: nn.Module, layer: ConvLayer, *, factor: int = 2) -> None:
         super().__init__()
@@ -389,8 +390,7 @@ class DownBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = self.geometry.out_hw(x.shape[-2:])
-        y = self.inner(F.avg_pool2d(x, self.factor, ceil_mode=True))
-        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        return bilinear(self.inner(avg_pool(x, self.factor)), size)
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}"

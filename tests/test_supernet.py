@@ -229,3 +229,56 @@ def test_in_place_activations_on_delta_frames_never_touch_the_key_caches():
     with torch.inference_mode():
         expected = net.b(torch.relu(key_out)) + torch.relu(key_out)
     assert torch.allclose(first, expected, atol=1e-5)
+
+
+class _Branches(nn.Module):
+    """Three convs reading one input, as ASPP's parallel branches do."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.branches = nn.ModuleList(nn.Conv2d(4, 2, 3, padding=d, dilation=d) for d in (1, 2, 3))
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return torch.cat([branch(y) for branch in self.branches], dim=1)
+
+
+class _Halve(nn.Module):
+    """A linear block that is not the conv itself (no shortcut): half the conv's change."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = _copy_without_bias(None, conv)
+
+    def forward(self, x):
+        return 0.5 * self.conv(x)
+
+
+def test_parallel_branches_share_one_input_change_per_frame():
+    net = _Branches().eval()
+    layers = layer_graph(net, (8, 8))
+    model = DeltaModel.build(net, layers, lambda layer, conv: _Halve(conv))
+    g = torch.Generator().manual_seed(2)
+    key, frame = (torch.randn(1, 3, 8, 8, generator=g) for _ in range(2))
+    subtractions = []
+
+    def count(module, args):
+        subtractions.append(module.shared_deltas is not None and len(module.shared_deltas))
+
+    branches = [model.net.get_submodule(f"branches.{i}") for i in range(3)]
+    for conv in branches:
+        conv.register_forward_pre_hook(count)
+    with torch.inference_mode():
+        model.key_frame(key)
+        subtractions.clear()
+        shared = model.delta_frame(frame)
+        seen = list(subtractions)
+    with torch.no_grad():  # the search's path: every layer subtracts its own key
+        model.key_frame(key)
+        alone = model.delta_frame(frame)
+    torch.testing.assert_close(shared, alone)
+    # Before the branches: the stem's input change; the first branch adds the shared input's,
+    # which the other two find.
+    assert seen == [1, 2, 2]
+    assert all(conv.shared_deltas is None for conv in branches)  # nothing kept past the frame
