@@ -7,9 +7,17 @@ of 5 GFLOPs at key-frame interval 3, and a third of the teacher at interval 6. E
 teacher on the same frames in the same process, in both memory layouts (NCHW, and the
 channels-last NHWC that CPU convolutions prefer); prints the measured amortised latency per
 frame, the wall-clock speed-up, the multiply-add ratio, and the speed-up as a share of the
-multiply-add ratio (the target is at least 80%).
+multiply-add ratio (the target is at least 80%). The teacher is torchvision's module as shipped;
+the same teacher with its BatchNorms folded into the convs (as the delta model's key frame runs
+it) is timed beside it.
 
-    python bench/runner_speed.py [--device cpu|cuda] [--steps 150] [--rounds 5]
+A second table says where a frame's time goes: in the searched convs (the teacher's, BN folded)
+or the student blocks (a delta frame's, each with its recurrence `z_k + g(a - a_k)`), and in
+everything else the network runs on every frame (activations, squeeze-excitation, additions,
+the final upsampling), which multiply-adds do not count. Its blocks' speed-up is set against
+the blocks' own multiply-add ratio (teacher convs / delta frame).
+
+    python bench/runner_speed.py [--device cpu|cuda] [--steps 150] [--rounds 5] [--spec S ...]
 """
 
 from __future__ import annotations
@@ -22,10 +30,15 @@ import time
 import torch
 
 from nas.budget import Budget, CostKind
+from nas.cost import count_macs
+from nas.fold import fold_batchnorms
+from nas.graph import layer_graph
 from nas.latency import fixed_threads
 from nas.pipeline import SearchOptions, search
 from nas.runner import DeltaRunner
+from nas.spec import Spec, load_spec
 from nas.student import build_student, teacher_for
+from nas.teachers import load_teacher
 
 # Both models run in each memory layout; channels-last is the faster one for convs on CPU.
 LAYOUTS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
@@ -47,33 +60,82 @@ def per_frame(fns, frames, rounds: int, device: torch.device) -> list[float]:
     return [statistics.median(spent[1:]) for spent in times]
 
 
+def split_time(model, convs, frame, device: torch.device, rounds: int) -> tuple[float, float]:
+    """Median seconds of `model(frame)` in `convs` (forward hooks) and outside them."""
+    spent: list[float] = []
+    started: dict[int, float] = {}
+
+    def before(module, args):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started[id(module)] = time.perf_counter()
+
+    def after(module, args, out):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        spent[-1] += time.perf_counter() - started[id(module)]
+
+    hooks = [
+        h
+        for c in convs
+        for h in (c.register_forward_pre_hook(before), c.register_forward_hook(after))
+    ]
+    inside, total = [], []
+    try:
+        for _ in range(rounds + 1):
+            spent.append(0.0)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(frame)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            total.append(time.perf_counter() - start)
+            inside.append(spent[-1])
+    finally:
+        for h in hooks:
+            h.remove()
+    median_in = statistics.median(inside[1:])
+    return median_in, statistics.median(total[1:]) - median_in
+
+
+def searched(budget_text: str, interval: int, steps: int, device: str) -> Spec:
+    """The spec of a search of `steps` steps at `budget_text` ("third": of the teacher)."""
+    if budget_text == "third":
+        macs = count_macs(load_teacher("deeplabv3", device="meta").module, (520, 520))
+        budget_text = str(Budget(CostKind.MACS, macs / 3))
+    with tempfile.TemporaryDirectory() as out:
+        options = SearchOptions(
+            teacher="deeplabv3", budget=budget_text, keyframe_interval=interval, steps=steps,
+            device=device, out=out, max_frames=60, val_batches=1,
+        )  # fmt: skip
+        return search(options).spec
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=150, help="search steps for each spec")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument(
+        "--spec", action="append", default=[], help="measure this spec instead of searching"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     threads = torch.get_num_threads()
     print(f"deeplabv3 at 520x520 on {device} ({threads} threads), torch {torch.__version__}")
     print(
-        f"{'spec':22} {'layout':8} {'teacher ms':>10} {'delta ms':>9} {'speed-up':>8} "
-        f"{'MAC ratio':>9} {'share':>6}"
+        f"{'spec':22} {'layout':8} {'teacher ms':>10} {'folded ms':>9} {'delta ms':>9} "
+        f"{'speed-up':>8} {'MAC ratio':>9} {'share':>6}"
     )
-    for budget_text, interval in (("5GFLOPs", 3), ("third", 6)):
-        with tempfile.TemporaryDirectory() as out:
-            options = SearchOptions(
-                teacher="deeplabv3", budget="1TFLOPs", keyframe_interval=interval,
-                steps=args.steps, device=args.device, out=out, max_frames=60, val_batches=1,
-            )  # fmt: skip
-            if budget_text == "third":
-                from nas.cost import count_macs
-                from nas.teachers import load_teacher
-
-                macs = count_macs(load_teacher("deeplabv3", device="meta").module, (520, 520))
-                budget_text = str(Budget(CostKind.MACS, macs / 3))
-            spec = search(options.model_copy(update={"budget": budget_text})).spec
+    splits = []
+    specs = [load_spec(path) for path in args.spec] or [
+        searched(budget, interval, args.steps, args.device)
+        for budget, interval in (("5GFLOPs", 3), ("third", 6))
+    ]
+    for spec in specs:
+        interval = spec.keyframe_interval
         generator = torch.Generator().manual_seed(0)
         base = torch.randn(1, 3, 520, 520, generator=generator)
         stream = [
@@ -83,6 +145,8 @@ def main() -> None:
         mac_ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
         for layout, memory_format in LAYOUTS.items():
             teacher = teacher_for(spec, device=str(device)).module.to(memory_format=memory_format)
+            layers = layer_graph(teacher, spec.input_size)
+            folded = fold_batchnorms(teacher, layers).to(memory_format=memory_format)
             student = build_student(spec, teacher_for(spec, device=str(device)))
             runner = DeltaRunner(student.to(device, memory_format=memory_format), interval=interval)
             frames = [x.to(device, memory_format=memory_format) for x in stream]
@@ -92,20 +156,49 @@ def main() -> None:
                     for x in xs:
                         teacher(x)
 
+            def run_folded(xs, folded=folded):
+                with torch.inference_mode():
+                    for x in xs:
+                        folded(x)
+
             def run_delta(xs, runner=runner):
                 for _ in runner.run(xs):
                     pass
 
             with fixed_threads(threads):
-                t_teacher, t_delta = per_frame(
-                    (run_teacher, run_delta), frames, args.rounds, device
+                t_teacher, t_folded, t_delta = per_frame(
+                    (run_teacher, run_folded, run_delta), frames, args.rounds, device
                 )
+                with torch.inference_mode():
+                    teacher_split = split_time(
+                        folded, [folded.get_submodule(layer.path) for layer in layers], frames[1],
+                        device, args.rounds,
+                    )  # fmt: skip
+                    student.key_frame(frames[0])
+                    delta_split = split_time(
+                        student.delta_frame, [c for _, c in student.delta_convs()], frames[1],
+                        device, args.rounds,
+                    )  # fmt: skip
             speedup = t_teacher / t_delta
             label = f"{spec.budget.text} K={interval}"
             print(
-                f"{label:22} {layout:8} {t_teacher * 1e3:10.1f} {t_delta * 1e3:9.1f} "
-                f"{speedup:8.2f} {mac_ratio:9.2f} {100 * speedup / mac_ratio:5.0f}%"
+                f"{label:22} {layout:8} {t_teacher * 1e3:10.1f} {t_folded * 1e3:9.1f} "
+                f"{t_delta * 1e3:9.1f} {speedup:8.2f} {mac_ratio:9.2f} "
+                f"{100 * speedup / mac_ratio:5.0f}%"
             )
+            conv_macs = sum(layer.macs for layer in layers)
+            block_ratio = conv_macs / max(1, sum(choice.macs for choice in spec.layers))
+            splits.append((label, layout, teacher_split, delta_split, block_ratio))
+    print("\nWhere a frame's time goes (ms per frame; teacher BN folded, one delta frame):")
+    print(
+        f"{'spec':22} {'layout':8} {'teacher convs':>13} {'other':>6} {'delta blocks':>12} "
+        f"{'other':>6} {'blocks speed-up':>15} {'MAC ratio':>9}"
+    )
+    for label, layout, (t_in, t_out), (d_in, d_out), block_ratio in splits:
+        print(
+            f"{label:22} {layout:8} {t_in * 1e3:13.1f} {t_out * 1e3:6.1f} {d_in * 1e3:12.1f} "
+            f"{d_out * 1e3:6.1f} {t_in / d_in:15.2f} {block_ratio:9.2f}"
+        )
 
 
 if __name__ == "__main__":
