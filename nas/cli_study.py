@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -24,6 +27,26 @@ def _choice_or_auto(text: str, name: str, parse) -> object | None:
         return parse(text)
     except ValueError:
         raise NasError(f"invalid {name} '{text}': expected a number or auto") from None
+
+
+@contextmanager
+def _remember_interrupts(seen: list[int]):
+    """Ctrl-C raises KeyboardInterrupt as usual and is also noted in `seen`: Python prints and
+    drops one that lands in a finalizer (`__del__`, a weakref callback), and the study must still
+    stop, at its next step or trial."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _study_progress(trials: int, steps: int):
@@ -182,10 +205,16 @@ def search(
     progress, trials_task, step_task = _study_progress(trials, steps)
     best: dict[str, float] = {}
 
+    interrupts: list[int] = []
+
     def on_trial_start(number: int, params: dict) -> None:
+        if interrupts:
+            raise KeyboardInterrupt
         progress.reset(step_task, total=steps, status=f"trial {number}: preparing")
 
     def on_step(row) -> None:
+        if interrupts:
+            raise KeyboardInterrupt
         cost = f"cost/budget {row.expected_cost / row.budget:.3f}" if row.budget else ""
         status = f"loss {row.loss:.4f}  {cost}  tau {row.tau:.2f}  lambda {row.multiplier:.2f}"
         progress.update(step_task, completed=row.step + 1, status=status)
@@ -209,10 +238,12 @@ def search(
         progress.update(trials_task, completed=states[TrialState.COMPLETE], status=status)
 
     try:
-        with progress:
+        with progress, _remember_interrupts(interrupts):
             found = run_study(
                 options, on_trial_start=on_trial_start, on_step=on_step, on_trial_end=on_trial_end
             )
+            if interrupts:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         print(
             f"interrupted: the study in {options.run} keeps its finished trials; rerun the same "

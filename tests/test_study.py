@@ -278,3 +278,23 @@ def test_a_latency_budget_adds_measured_latency_as_an_objective(tmp_path):
         assert trial.constraints["budget"] == pytest.approx(spec.metrics["amortised_ms"] / 1e3 - 1)
     info = runs.StudyInfo.model_validate_json((options.run / runs.STUDY_INFO).read_text())
     assert info.budget_kind == "latency" and info.teacher_latency_ms > 0
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_dropped_in_a_finalizer_is_still_seen():
+    """Python prints and drops a KeyboardInterrupt raised in `__del__`; the search must still
+    stop (at its next step), so the CLI notes every Ctrl-C as well."""
+    from nas.cli_study import _remember_interrupts
+
+    class Finalised:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)
+
+    seen: list[int] = []
+    before = signal.getsignal(signal.SIGINT)
+    with _remember_interrupts(seen):
+        Finalised()  # dropped at once: the interrupt is raised, and dropped, in its __del__
+        for _ in range(100):  # the handler runs between bytecodes
+            pass
+    assert seen == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is before
