@@ -192,7 +192,9 @@ def test_block_shape_macs_params(layer_id, name):
     assert y.shape == _teacher(x, layer, weight).shape == (1, layer.c_out, *layer.out_hw)
     # Multiply-adds count the convs, as torchvision does: a down2_ block's pooling and resizing
     # (matrix products on the CPU, see nas.resample) are not multiply-adds of the model.
-    flops = sum(n for op, n in counter.get_flop_counts().get("Global", {}).items() if "conv" in str(op))
+    flops = sum(
+        n for op, n in counter.get_flop_counts().get("Global", {}).items() if "conv" in str(op)
+    )
     assert flops % 2 == 0 and candidate_macs(name, layer) == flops // 2
     assert candidate_params(name, layer) == sum(p.numel() for p in block.parameters())
     assert all(pname.endswith("weight") for pname, _ in block.named_parameters())  # no bias
