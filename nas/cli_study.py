@@ -73,6 +73,12 @@ def search(
     budget: str = typer.Option(
         ..., "--budget", "-b", help="Amortised cost per frame: 5GFLOPs, 40ms, ..."
     ),
+    max_latency: str = typer.Option(
+        None,
+        "--max-latency",
+        help="Beside a FLOPs budget, a measured amortised time per frame not to exceed "
+        "(e.g. 90ms; delta mode).",
+    ),
     video: str = typer.Option(
         "sample:bikes",
         "--video",
@@ -171,6 +177,7 @@ def search(
                 teacher_weights=str(teacher_weights) if teacher_weights else None,
                 num_classes=num_classes,
                 budget=budget,
+                max_latency=max_latency,
                 video=video,
                 max_frames=max_frames,
                 keyframe_interval=interval or 3,

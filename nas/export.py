@@ -9,11 +9,19 @@
    an inequality: budget left unspent is accuracy left on the table.
 
 Candidates of a layer are compared by cost; ties keep the search's order.
+
+Extra `limits` (a latency limit beside a FLOPs budget) are further costs the choice must meet.
+Their candidates are not ordered like the budget's (a `down2_` block saves multiply-adds but
+may cost time), so with limits a step may go to any candidate of the layer: repair takes the
+step that loses the least log-probability per unit saved of the violated costs (each relative
+to its limit), never raising a violated cost nor breaking a met one; fill takes steps dearer
+in the budget's cost that keep every cost within its limit, scored per unit of what they add.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nas.supernet import amortised
@@ -29,6 +37,17 @@ class LayerChoice:
     log_probs: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class Limit:
+    """A further cost limit: every layer's candidates' costs (path -> name -> cost), the key
+    frame's and the fixed part's, and the limit, all per frame in one unit."""
+
+    costs: dict[str, dict[str, float]]
+    keyframe: float
+    other: float
+    limit: float
+
+
 def delta_frame_cost(choices: list[LayerChoice], picks: dict[str, int], other_cost: float) -> float:
     return other_cost + sum(c.cost[picks[c.path]] for c in choices)
 
@@ -42,53 +61,100 @@ def _next(c: LayerChoice, i: int, *, dearer: bool) -> int | None:
     return max(options, key=lambda j: c.cost[j]) if options else None
 
 
+@dataclass
+class _Axis:
+    """One cost the choice must meet: per layer (in `choices` order) the candidates' costs."""
+
+    costs: list[tuple[float, ...]]
+    keyframe: float
+    other: float
+    limit: float
+    interval: int | None
+
+    def fits(self, delta: float) -> bool:
+        return amortised(self.keyframe, delta, self.interval) <= self.limit
+
+    def scale(self) -> float:
+        return abs(self.limit) or 1.0
+
+
 def export_choices(
     choices: list[LayerChoice],
     *,
     keyframe_cost: float,
     other_cost: float,
-    interval: int,
+    interval: int | None,
     budget: float,
     fill: bool = True,
+    limits: Sequence[Limit] = (),
 ) -> dict[str, str]:
     """The chosen candidate per layer path (see the module docstring for the three steps)."""
-    picks = {
-        c.path: max(range(len(c.names)), key=lambda i, c=c: (c.log_probs[i], -i)) for c in choices
-    }
-    delta = delta_frame_cost(choices, picks, other_cost)
+    axes = [_Axis([c.cost for c in choices], keyframe_cost, other_cost, budget, interval)]
+    axes += [
+        _Axis(
+            [tuple(limit.costs[c.path][name] for name in c.names) for c in choices],
+            limit.keyframe,
+            limit.other,
+            limit.limit,
+            interval,
+        )
+        for limit in limits
+    ]
+    picks = [max(range(len(c.names)), key=lambda i, c=c: (c.log_probs[i], -i)) for c in choices]
+    totals = [axis.other + sum(axis.costs[n][i] for n, i in enumerate(picks)) for axis in axes]
 
-    def fits(delta_cost: float) -> bool:
-        return amortised(keyframe_cost, delta_cost, interval) <= budget
+    def steps(n: int, *, dearer: bool) -> list[int]:
+        i = picks[n]
+        if not limits:  # one cost: a step goes to the neighbour in cost
+            j = _next(choices[n], i, dearer=dearer)
+            return [] if j is None else [j]
+        if dearer:
+            return [j for j, cost in enumerate(choices[n].cost) if cost > choices[n].cost[i]]
+        return [j for j in range(len(choices[n].names)) if j != i]
 
-    while not fits(delta):
+    def take(n: int, j: int) -> None:
+        for k, axis in enumerate(axes):
+            totals[k] += axis.costs[n][j] - axis.costs[n][picks[n]]
+        picks[n] = j
+
+    while True:  # repair
+        violated = [k for k, axis in enumerate(axes) if not axis.fits(totals[k])]
+        if not violated:
+            break
         best, best_score = None, math.inf
-        for c in choices:
-            i = picks[c.path]
-            j = _next(c, i, dearer=False)
-            if j is None:
-                continue
-            score = (c.log_probs[i] - c.log_probs[j]) / (c.cost[i] - c.cost[j])
-            if score < best_score:
-                best, best_score = (c, j), score
+        for n, c in enumerate(choices):
+            i = picks[n]
+            for j in steps(n, dearer=False):
+                change = [axis.costs[n][j] - axis.costs[n][i] for axis in axes]
+                if any(change[k] > 0 for k in violated) or any(
+                    not axis.fits(totals[k] + change[k])
+                    for k, axis in enumerate(axes)
+                    if k not in violated
+                ):
+                    continue
+                saved = -sum(change[k] / axes[k].scale() for k in violated)
+                if saved <= 0:
+                    continue
+                score = (c.log_probs[i] - c.log_probs[j]) / saved
+                if score < best_score:
+                    best, best_score = (n, j), score
         if best is None:
-            break  # every layer at its cheapest: the caller refuses such budgets up front
-        c, j = best
-        delta += c.cost[j] - c.cost[picks[c.path]]
-        picks[c.path] = j
+            break  # nothing cheaper fits: the caller refuses such budgets up front
+        take(*best)
 
     while fill:
         best, best_score = None, -math.inf
-        for c in choices:
-            i = picks[c.path]
-            j = _next(c, i, dearer=True)
-            if j is None or not fits(delta + c.cost[j] - c.cost[i]):
-                continue
-            score = (c.log_probs[j] - c.log_probs[i]) / (c.cost[j] - c.cost[i])
-            if score > best_score:
-                best, best_score = (c, j), score
+        for n, c in enumerate(choices):
+            i = picks[n]
+            for j in steps(n, dearer=True):
+                change = [axis.costs[n][j] - axis.costs[n][i] for axis in axes]
+                if not all(axis.fits(totals[k] + change[k]) for k, axis in enumerate(axes)):
+                    continue
+                added = sum(max(0.0, change[k]) / axis.scale() for k, axis in enumerate(axes))
+                score = (c.log_probs[j] - c.log_probs[i]) / added
+                if score > best_score:
+                    best, best_score = (n, j), score
         if best is None:
             break
-        c, j = best
-        delta += c.cost[j] - c.cost[picks[c.path]]
-        picks[c.path] = j
-    return {c.path: c.names[picks[c.path]] for c in choices}
+        take(*best)
+    return {c.path: c.names[i] for c, i in zip(choices, picks, strict=True)}

@@ -303,6 +303,7 @@ def open_study(options: StudyOptions) -> optuna.Study:
         "teacher": options.search.teacher,
         "teacher_weights": options.search.teacher_weights,
         "budget": str(budget),
+        "max_latency": options.search.max_latency,
         "video": options.search.video,
         "input_size": options.search.input_size,
         "mode": options.search.mode,
@@ -316,10 +317,9 @@ def open_study(options: StudyOptions) -> optuna.Study:
     found = study.user_attrs.get("identity")
     if found is None:
         study.set_user_attr("identity", identity)
-    elif found != identity:
-        changed = ", ".join(
-            f"{k} {found.get(k)!r} -> {v!r}" for k, v in identity.items() if found.get(k) != v
-        )
+    elif changed := ", ".join(  # a key a study predates counts as None
+        f"{k} {found.get(k)!r} -> {v!r}" for k, v in identity.items() if found.get(k) != v
+    ):
         raise NasError(
             f"study '{options.study_name}' in {mask_url(url)} was made for other settings "
             f"({changed}): use another --study name or --out folder"

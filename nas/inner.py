@@ -21,7 +21,7 @@ is the paper's fixed weight instead: beta * E[C] / B (beta per budget's worth of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from torch import nn
 from nas.budget import Budget, CostKind
 from nas.distill import LossWeights, relative_error, student_losses
 from nas.errors import NasError
-from nas.export import LayerChoice, export_choices
+from nas.export import LayerChoice, Limit, export_choices
 from nas.graph import ConvLayer
 from nas.supernet import DeltaModel, MixedDelta, amortised, smallest_interval
 from nas.teachers.base import Teacher
@@ -110,6 +110,9 @@ def check_budget(table: CostTable, budget: Budget, interval: int | None) -> None
     )
 
 
+Constraint = tuple[CostTable, Budget]  # a further limit: its costs and its value
+
+
 @dataclass
 class Supernet:
     """The searchable delta model with what the search and export need to know of it."""
@@ -119,8 +122,39 @@ class Supernet:
     mixed: dict[str, MixedDelta]
     table: CostTable
 
-    def expected_delta(self) -> torch.Tensor:
-        return sum(m.expected_cost() for m in self.mixed.values()) + self.table.other
+    def expected_delta(self, table: CostTable | None = None) -> torch.Tensor:
+        """Expected delta-frame cost under the logits, in `table`'s unit (default: the search's
+        own table)."""
+        if table is None:
+            return sum(m.expected_cost() for m in self.mixed.values()) + self.table.other
+        total = torch.zeros((), dtype=torch.float64)
+        for path, m in self.mixed.items():
+            costs = torch.tensor([table.candidates[path][name] for name in m.names])
+            total = total + (m.probs().double() * costs.to(m.logits.device, torch.float64)).sum()
+        return total + table.other
+
+    def export(
+        self,
+        budget: Budget,
+        interval: int | None,
+        limits: Sequence[Constraint] = (),
+        *,
+        table: CostTable | None = None,
+    ) -> dict[str, str]:
+        """The exported choice: within `budget` and every limit. `table`: the search's own
+        table with a corrected key frame and fixed part (its candidates' costs are the logits')."""
+        table = table or self.table
+        return export_choices(
+            self.choices(),
+            keyframe_cost=table.keyframe,
+            other_cost=table.other,
+            interval=interval,
+            budget=budget.value,
+            limits=[
+                Limit(table.candidates, table.keyframe, table.other, limit.value)
+                for table, limit in limits
+            ],
+        )
 
     def choices(self) -> list[LayerChoice]:
         result = []
@@ -225,9 +259,16 @@ def run_search(
     interval: int | None,
     config: SearchConfig,
     on_step: Callable[[StepLog], None] | None = None,
+    limits: Sequence[Constraint] = (),
 ) -> SearchOutcome:
-    """Search the architecture; returns the exported (never over budget) choice and the log."""
+    """Search the architecture; returns the exported (never over budget) choice and the log.
+
+    `limits`: further costs to meet (a latency limit beside a FLOPs budget), each with its own
+    multiplier in the constraint penalty and met by the export as the budget is.
+    """
     check_budget(net.table, budget, interval)
+    for table, limit in limits:
+        check_budget(table, limit, interval)
     generator = torch.Generator().manual_seed(config.seed)
     weights, arch = _trainable(net)
     optimisers = [torch.optim.Adam(arch, lr=config.lr_arch)]
@@ -237,6 +278,7 @@ def run_search(
         m.generator = generator
     net.model.train()
     multiplier = 0.0
+    limit_multipliers = [0.0] * len(limits)
     outcome = SearchOutcome(picks={})
     for step in range(config.steps):
         progress = step / max(1, config.steps - 1)
@@ -261,6 +303,12 @@ def run_search(
         ratio = (expected / budget.value).float()
         fixed = config.penalty == "fixed"
         budget_term = config.beta * ratio if fixed else multiplier * (ratio - 1)
+        limit_ratios = [
+            (amortised(table.keyframe, net.expected_delta(table), interval) / limit.value).float()
+            for table, limit in limits
+        ]
+        for weight, limit_ratio in zip(limit_multipliers, limit_ratios, strict=True):
+            budget_term = budget_term + weight * (limit_ratio - 1)
         loss = distill + config.layer_weight * arch + budget_term
         if not torch.isfinite(loss):
             raise NasError(
@@ -274,6 +322,10 @@ def run_search(
             opt.step()
         if config.penalty != "fixed":
             multiplier = max(0.0, multiplier + config.dual_lr * (float(ratio.detach()) - 1))
+        limit_multipliers = [  # limits are constraints whatever the budget's penalty
+            max(0.0, weight + config.dual_lr * (float(limit_ratio.detach()) - 1))
+            for weight, limit_ratio in zip(limit_multipliers, limit_ratios, strict=True)
+        ]
         row = StepLog(
             step=step,
             loss=float(loss.detach()),
@@ -291,11 +343,5 @@ def run_search(
             on_step(row)
     net.model.clear()
     net.model.eval()
-    outcome.picks = export_choices(
-        net.choices(),
-        keyframe_cost=net.table.keyframe,
-        other_cost=net.table.other,
-        interval=interval,
-        budget=budget.value,
-    )
+    outcome.picks = net.export(budget, interval, limits)
     return outcome

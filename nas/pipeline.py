@@ -69,6 +69,7 @@ class SearchOptions(BaseModel):
     teacher_weights: str | None = None
     num_classes: int | None = None
     budget: str = "5GFLOPs"
+    max_latency: str | None = None  # a measured time limit beside a FLOPs budget, e.g. 90ms
     video: str = "sample:bikes"
     max_frames: int | None = Field(default=150, ge=8)
     keyframe_interval: int = Field(default=3, ge=2)
@@ -165,6 +166,12 @@ class Prepared:
     costs: CostTable  # in the budget's unit (multiply-adds, or measured seconds)
     train: ClipSampler
     val: ClipSampler
+    limit: Budget | None = None  # --max-latency, beside a FLOPs budget
+    limit_costs: CostTable | None = None  # measured seconds, with `limit`
+
+    @property
+    def limits(self) -> list[tuple[CostTable, Budget]]:
+        return [] if self.limit is None else [(self.limit_costs, self.limit)]
 
     def to_input(self, frames: torch.Tensor) -> torch.Tensor:
         return self.teacher.input_spec.normalize(frames.to(self.device))
@@ -281,6 +288,7 @@ def prepare(options: SearchOptions) -> Prepared:
             f"latency budgets are measured on delta models only so far: give --mode "
             f"{options.mode} a FLOPs budget (e.g. 5GFLOPs)"
         )
+    limit = check_latency_limit(options.max_latency, budget, options.mode)
     device = resolve_device(options.device)
     threads = options.threads or default_threads()
     if device.type == "cpu":
@@ -308,6 +316,12 @@ def prepare(options: SearchOptions) -> Prepared:
     else:
         costs = macs
     check_budget(costs, budget, options.interval)
+    limit_costs = None
+    if limit is not None:
+        limit_costs = latency_table(
+            teacher, layers, names, student_size, device=device, threads=threads
+        )
+        check_budget(limit_costs, limit, options.interval)
 
     train, val = video_clips(
         teacher,
@@ -330,7 +344,32 @@ def prepare(options: SearchOptions) -> Prepared:
         costs=costs,
         train=train,
         val=val,
+        limit=limit,
+        limit_costs=limit_costs,
     )
+
+
+def check_latency_limit(text: str | None, budget: Budget, mode: str) -> Budget | None:
+    """`--max-latency`, parsed and checked against the budget and mode (None: no limit)."""
+    if text is None:
+        return None
+    limit = parse_budget(text)
+    if limit.kind is not CostKind.LATENCY:
+        raise NasError(
+            f"invalid --max-latency {text}: expected a time per frame, e.g. 90ms (the FLOPs "
+            "budget is --budget)"
+        )
+    if budget.kind is CostKind.LATENCY:
+        raise NasError(
+            f"--max-latency {text} limits the time beside a FLOPs budget, but --budget {budget} "
+            "is a time already: give one of them"
+        )
+    if mode != "delta":
+        raise NasError(
+            f"latency limits are measured on delta models only so far: drop --max-latency for "
+            f"--mode {mode}"
+        )
+    return limit
 
 
 def search(
@@ -367,12 +406,13 @@ def search(
             interval=options.interval,
             config=options.search_config(),
             on_step=step,
+            limits=run.limits,
         )
     finally:
         writer.close()
     picks = outcome.picks
     metrics = {"search_seconds": time.perf_counter() - started}
-    if run.budget.kind is CostKind.LATENCY:
+    if run.budget.kind is CostKind.LATENCY or run.limit is not None:
         picks, measured = fit_measured_latency(
             net,
             picks,
@@ -381,6 +421,8 @@ def search(
             run.size,
             device=run.device,
             threads=run.threads,
+            limited=run.limit,
+            table=run.limit_costs,
         )
         metrics |= measured
     metrics |= validate(net, run.teacher, run.val_batches(), picks)
@@ -456,7 +498,8 @@ def make_spec(
             "search_space": options.search_space,
             "video": options.video,
             "input_scale": options.input_scale,
-        },
+        }
+        | ({"max_latency": options.max_latency} if options.max_latency else {}),
         seed=options.seed,
         metrics=metrics,
     )

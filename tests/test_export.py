@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from nas.export import LayerChoice, delta_frame_cost, export_choices
+from nas.export import LayerChoice, Limit, delta_frame_cost, export_choices
 from nas.supernet import amortised
 
 
@@ -98,3 +98,55 @@ def test_exhaustive_small_case_is_feasible_when_possible():
         )
         picks = export_choices(choices, keyframe_cost=2000, other_cost=0, interval=3, budget=budget)
         assert (_cost(choices, picks, 2000, 0, 3) <= budget) == feasible
+
+
+def _two_costs():
+    """Layer a's `down2` saves multiply-adds but costs time; layer b's candidates agree."""
+    a = LayerChoice(
+        "a", ("zero", "down2", "lowrank", "full"), (0, 25, 40, 100), (-9, -0.1, -1.0, -3)
+    )
+    b = LayerChoice("b", ("lowrank", "full"), (50, 100), (-2.0, -0.2))
+    seconds = {
+        "a": {"zero": 1.0, "down2": 12.0, "lowrank": 5.0, "full": 10.0},
+        "b": {"lowrank": 6.0, "full": 10.0},
+    }
+    return [a, b], seconds
+
+
+def _seconds(picks, seconds):
+    return sum(seconds[path][name] for path, name in picks.items())
+
+
+def test_a_latency_limit_is_met_beside_the_budget():
+    choices, seconds = _two_costs()
+    args = {"keyframe_cost": 0, "other_cost": 0, "interval": 2, "budget": 65}
+    alone = export_choices(choices, **args)
+    assert alone == {"a": "down2", "b": "full"}  # within 65 FLOPs amortised, 22 s per frame
+    limit = Limit(seconds, keyframe=0.0, other=0.0, limit=9.0)  # at most 18 s per delta frame
+    both = export_choices(choices, **args, limits=[limit])
+    index = {c.path: c.names.index(both[c.path]) for c in choices}
+    assert amortised(0, delta_frame_cost(choices, index, 0), 2) <= 65
+    assert amortised(0, _seconds(both, seconds), 2) <= 9.0
+    # The repair swapped the slow down2 for a step that saves time, not multiply-adds first.
+    assert both["a"] in ("lowrank", "zero") and both != alone
+
+
+def test_a_limit_that_is_met_changes_nothing():
+    choices, seconds = _two_costs()
+    args = {"keyframe_cost": 0, "other_cost": 0, "interval": 2, "budget": 70}
+    roomy = Limit(seconds, keyframe=0.0, other=0.0, limit=100.0)
+    assert export_choices(choices, **args, limits=[roomy]) == export_choices(choices, **args)
+
+
+def test_fill_with_a_limit_never_breaks_it():
+    choices, seconds = _two_costs()
+    args = {"keyframe_cost": 0, "other_cost": 0, "interval": 2, "budget": 1000}
+    tight = Limit(seconds, keyframe=0.0, other=0.0, limit=6.0)  # 12 s per delta frame
+    picks = export_choices(choices, **args, limits=[tight])
+    assert amortised(0, _seconds(picks, seconds), 2) <= 6.0
+    # The spare FLOPs went where time allows: no dearer candidate of any layer still fits.
+    for c in choices:
+        for name in c.names:
+            trial = picks | {c.path: name}
+            if c.cost[c.names.index(name)] > c.cost[c.names.index(picks[c.path])]:
+                assert amortised(0, _seconds(trial, seconds), 2) > 6.0

@@ -83,9 +83,23 @@ def test_latency_budget_checked_end_to_end(tmp_path, monkeypatch):
     assert any((tmp_path / "cache" / "latency").iterdir())  # the per-candidate table is on disk
 
 
+def test_latency_limit_beside_a_flops_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    result = _run(tmp_path, max_latency="1s")
+    spec = result.spec
+    assert spec.budget.text == "3MFLOPs" and spec.totals.amortised_macs <= 3e6
+    assert spec.search["max_latency"] == "1s"
+    assert 0 < spec.metrics["amortised_ms"] <= 1000.0  # measured end to end, within the limit
+    rows = list(csv.DictReader((result.out / "log.csv").open()))
+    assert len(rows) == 6
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        ({"max_latency": "5GFLOPs"}, "invalid --max-latency 5GFLOPs: expected a time per frame"),
+        ({"budget": "1s", "max_latency": "2s"}, "is a time already: give one of them"),
+        ({"mode": "perframe", "max_latency": "1s"}, "drop --max-latency for --mode perframe"),
         ({"search_space": "nope"}, "unknown search-space preset 'nope'"),
         ({"video": "sample:nope"}, "sample"),
         ({"video": "/definitely/missing.mp4"}, "missing.mp4"),
@@ -94,3 +108,42 @@ def test_latency_budget_checked_end_to_end(tmp_path, monkeypatch):
 def test_bad_input(tmp_path, overrides, message):
     with pytest.raises(NasError, match=message):
         _run(tmp_path, **overrides)
+
+
+def test_a_binding_limit_steers_the_search_and_the_export(tmp_path):
+    """A made-up cost that only `zero` and `full` meet (`full` cheap, everything else dear):
+    the search meets it beside the FLOPs budget; without it, the search picks other blocks."""
+    from nas.budget import Budget, CostKind
+    from nas.inner import CostTable, run_search
+    from nas.pipeline import prepare
+    from nas.supernet import amortised
+
+    options = SearchOptions(**(TINY_SEARCH | {"budget": "3MFLOPs", "out": str(tmp_path)}))
+    run = prepare(options)
+    net = run.supernet()
+    made_up = {
+        path: {name: 0.0 if name in ("zero", "full") else 1.0 for name in names}
+        for path, names in run.costs.candidates.items()
+    }
+    limit_table = CostTable(CostKind.LATENCY, keyframe=0.0, other=0.0, candidates=made_up)
+    limit = Budget(CostKind.LATENCY, 0.5 / 3)  # at most half a dear block per delta frame
+    outcome = run_search(
+        net,
+        run.teacher,
+        run.next_batch,
+        budget=run.budget,
+        interval=options.interval,
+        config=options.search_config(),
+        limits=[(limit_table, limit)],
+    )
+    assert all(name in ("zero", "full") for name in outcome.picks.values())
+    assert amortised(run.costs.keyframe, run.costs.delta(outcome.picks), 3) <= 3e6  # and budget
+    alone = run_search(
+        run.supernet(),
+        run.teacher,
+        run.next_batch,
+        budget=run.budget,
+        interval=options.interval,
+        config=options.search_config(),
+    )
+    assert any(name not in ("zero", "full") for name in alone.picks.values())

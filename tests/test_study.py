@@ -298,3 +298,11 @@ def test_an_interrupt_dropped_in_a_finalizer_is_still_seen():
             pass
     assert seen == [signal.SIGINT]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_search_cli_refuses_a_latency_limit_in_flops(tmp_path, run_nas):
+    run = tmp_path / "run"
+    result = run_nas("search", *TINY_CLI, "--max-latency", "5GFLOPs", "--out", str(run))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: invalid --max-latency 5GFLOPs: expected a time")
+    assert "Traceback" not in result.stderr
