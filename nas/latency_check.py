@@ -48,36 +48,42 @@ def fit_measured_latency(
     device: torch.device,
     threads: int,
     rounds: int = 5,
+    margin: float = 0.02,
     limited: Budget | None = None,
     table: CostTable | None = None,
 ) -> tuple[dict[str, str], dict[str, float]]:
     """Check a latency budget end to end; where the table was optimistic, correct it, re-export.
 
     The correction moves the gap between measured and tabled delta-frame time into the table's
-    fixed part (what runs outside the blocks), then repairs the choice again.
+    fixed part (what runs outside the blocks), then repairs the choice again, each time aiming
+    `margin` further below the limit, so that timing noise cannot keep a choice that fills the
+    corrected table exactly just over it.
 
     `limited`: the latency is a limit beside the FLOPs `budget` (the search's own table), with
     `table` its measured latencies; each export then meets both.
     """
     latency = limited or budget
     table = table or net.table
-    for _ in range(rounds):
+    best = float("inf")
+    for attempt in range(1, rounds + 1):
         key, delta = measure_delta_latency(net, picks, size, device=device, threads=threads)
         measured = amortised(key, delta, interval)
+        best = min(best, measured)
         if measured <= latency.value:
             break
         table = dataclasses.replace(
             table, keyframe=key, other=max(0.0, table.other + delta - table.delta(picks))
         )
+        aim = dataclasses.replace(latency, value=latency.value * (1 - margin * attempt))
         if limited is None:
-            picks = net.export(budget, interval, table=table)
+            picks = net.export(aim, interval, table=table)
         else:
-            picks = net.export(budget, interval, limits=[(table, limited)])
+            picks = net.export(budget, interval, limits=[(table, aim)])
     else:
         what = "latency limit" if limited else "latency budget"
         raise NasError(
             f"no delta model found within the {what} {latency} when measured end to end "
-            f"(best {measured * 1e3:.2f} ms per frame): raise it or the key-frame interval"
+            f"(best {best * 1e3:.2f} ms per frame): raise it or the key-frame interval"
         )
     return picks, {
         "keyframe_ms": key * 1e3,
