@@ -24,6 +24,10 @@ the final upsampling), which multiply-adds do not count. Its blocks' speed-up is
 the blocks' own multiply-add ratio (teacher convs / delta frame).
 
     python bench/runner_speed.py [--device cpu|cuda] [--steps 150] [--rounds 5] [--spec S ...]
+                                 [--keep DIR]
+
+`--keep DIR` writes each searched spec to DIR (or reads it from there when a previous run left
+it), so the timings can be rerun without searching again.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -43,7 +48,7 @@ from nas.graph import layer_graph
 from nas.latency import fixed_threads, time_module
 from nas.pipeline import SearchOptions, search
 from nas.runner import DeltaRunner
-from nas.spec import Spec, load_spec
+from nas.spec import Spec, load_spec, save_spec
 from nas.student import build_student, teacher_for
 from nas.teachers import load_teacher
 
@@ -109,11 +114,15 @@ def split_time(model, convs, frame, device: torch.device, rounds: int) -> tuple[
 
 
 def searched(
-    budget_text: str, interval: int, steps: int, device: str, *, limited: bool
+    budget_text: str, interval: int, steps: int, device: str, *, limited: bool, keep: Path | None
 ) -> Spec | str:
     """The spec of a search of `steps` steps at `budget_text` ("third": of the teacher), or why
     there is none. `limited`: with `--max-latency` at the target, the teacher's time (measured
-    now) over `TARGET` times the budget's multiply-add ratio."""
+    now) over `TARGET` times the budget's multiply-add ratio. `keep`: a folder where the spec is
+    kept (and found again by a later run)."""
+    kept = keep / f"{budget_text}-K{interval}{'-limited' if limited else ''}.json" if keep else None
+    if kept is not None and kept.exists():
+        return load_spec(kept)
     teacher = load_teacher("deeplabv3", device=device)
     macs = count_macs(teacher.module, (520, 520))
     budget = (
@@ -130,7 +139,10 @@ def searched(
             val_batches=1,
         )  # fmt: skip
         try:
-            return search(options).spec
+            spec = search(options).spec
+            if kept is not None:
+                save_spec(spec, kept)
+            return spec
         except NasError as exc:
             return f"{budget} <={max_latency} K={interval}: {exc}"
 
@@ -144,7 +156,10 @@ def main() -> None:
     parser.add_argument(
         "--spec", action="append", default=[], help="measure this spec instead of searching"
     )
+    parser.add_argument("--keep", type=Path, help="keep the searched specs in this folder")
     args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     threads = torch.get_num_threads()
     print(f"deeplabv3 at 520x520 on {device} ({threads} threads), torch {torch.__version__}")
@@ -154,7 +169,7 @@ def main() -> None:
     )
     splits = []
     specs = [load_spec(path) for path in args.spec] or [
-        searched(budget, interval, args.steps, args.device, limited=limited)
+        searched(budget, interval, args.steps, args.device, limited=limited, keep=args.keep)
         for budget, interval in (("5GFLOPs", 3), ("third", 6))
         for limited in (False, True)
     ]

@@ -16,6 +16,11 @@ may cost time), so with limits a step may go to any candidate of the layer: repa
 step that loses the least log-probability per unit saved of the violated costs (each relative
 to its limit), never raising a violated cost nor breaking a met one; fill takes steps dearer
 in the budget's cost that keep every cost within its limit, scored per unit of what they add.
+
+Given the wiring between the layers, a choice is judged by what it runs (`nas.liveness`): a
+`zero` on a chain makes every layer behind it that sees no other change pass none on, so those
+cost nothing and score as `zero`, and such layers are exported as `zero`. Without that, a spec
+could pay for blocks whose input change is always exactly zero.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nas.liveness import NO_CHANGE, idle_layers
 from nas.supernet import amortised
 
 
@@ -87,8 +93,15 @@ def export_choices(
     budget: float,
     fill: bool = True,
     limits: Sequence[Limit] = (),
+    sources: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, str]:
-    """The chosen candidate per layer path (see the module docstring for the three steps)."""
+    """The chosen candidate per layer path (see the module docstring for the three steps).
+
+    `sources`: the wiring between the layers (`nas.liveness.layer_sources`). With it, a choice
+    is judged by what it runs: a layer that passes no change to the output (behind a `zero`, or
+    feeding only `zero`s) is a `zero` itself, costs what `zero` costs and scores the
+    log-probability of `zero`; the export returns it as `zero`.
+    """
     axes = [_Axis([c.cost for c in choices], keyframe_cost, other_cost, budget, interval)]
     axes += [
         _Axis(
@@ -101,60 +114,94 @@ def export_choices(
         for limit in limits
     ]
     picks = [max(range(len(c.names)), key=lambda i, c=c: (c.log_probs[i], -i)) for c in choices]
-    totals = [axis.other + sum(axis.costs[n][i] for n, i in enumerate(picks)) for axis in axes]
+    zero = [c.names.index(NO_CHANGE) if NO_CHANGE in c.names else None for c in choices]
 
-    def steps(n: int, *, dearer: bool) -> list[int]:
-        i = picks[n]
-        if not limits:  # one cost: a step goes to the neighbour in cost
-            j = _next(choices[n], i, dearer=dearer)
-            return [] if j is None else [j]
-        if dearer:
-            return [j for j, cost in enumerate(choices[n].cost) if cost > choices[n].cost[i]]
-        return [j for j in range(len(choices[n].names)) if j != i]
+    def effective(picks: list[int]) -> list[int]:
+        """What each layer runs: `zero` where it passes no change to the output."""
+        if sources is None:
+            return picks
+        blocking = {c.path for c, i, z in zip(choices, picks, zero, strict=True) if i == z}
+        idle = idle_layers(sources, blocking)
+        return [
+            z if z is not None and c.path in idle else i
+            for c, i, z in zip(choices, picks, zero, strict=True)
+        ]
 
-    def take(n: int, j: int) -> None:
-        for k, axis in enumerate(axes):
-            totals[k] += axis.costs[n][j] - axis.costs[n][picks[n]]
-        picks[n] = j
+    def evaluate(runs: list[int]) -> tuple[list[float], float]:
+        totals = [axis.other + sum(axis.costs[n][i] for n, i in enumerate(runs)) for axis in axes]
+        return totals, sum(c.log_probs[i] for c, i in zip(choices, runs, strict=True))
+
+    runs = effective(picks)
+    totals, score = evaluate(runs)
+
+    def candidates(*, dearer: bool):
+        """Every step (layer n to candidate j) with its totals and score after it."""
+        for n, c in enumerate(choices):
+            i = picks[n]
+            if not limits:  # one cost: a step goes to the neighbour in cost
+                j = _next(c, i, dearer=dearer)
+                options = [] if j is None else [j]
+            elif dearer:
+                options = [j for j, cost in enumerate(c.cost) if cost > c.cost[i]]
+            else:
+                options = [j for j in range(len(c.names)) if j != i]
+            for j in options:
+                if zero[n] is not None and sources is not None and zero[n] in (i, j):
+                    after = picks.copy()  # a zero opens or closes paths: judge the whole
+                    after[n] = j
+                    yield n, j, *evaluate(effective(after))
+                elif runs[n] != i:
+                    continue  # an idle layer: any block it runs changes nothing
+                else:
+                    yield (
+                        n,
+                        j,
+                        [
+                            t + axis.costs[n][j] - axis.costs[n][i]
+                            for t, axis in zip(totals, axes, strict=True)
+                        ],
+                        score + c.log_probs[j] - c.log_probs[i],
+                    )
 
     while True:  # repair
         violated = [k for k, axis in enumerate(axes) if not axis.fits(totals[k])]
         if not violated:
             break
         best, best_score = None, math.inf
-        for n, c in enumerate(choices):
-            i = picks[n]
-            for j in steps(n, dearer=False):
-                change = [axis.costs[n][j] - axis.costs[n][i] for axis in axes]
-                if any(change[k] > 0 for k in violated) or any(
-                    not axis.fits(totals[k] + change[k])
-                    for k, axis in enumerate(axes)
-                    if k not in violated
-                ):
-                    continue
-                saved = -sum(change[k] / axes[k].scale() for k in violated)
-                if saved <= 0:
-                    continue
-                score = (c.log_probs[i] - c.log_probs[j]) / saved
-                if score < best_score:
-                    best, best_score = (n, j), score
+        for n, j, after, after_score in candidates(dearer=False):
+            change = [a - t for a, t in zip(after, totals, strict=True)]
+            if any(change[k] > 0 for k in violated) or any(
+                not axis.fits(after[k]) for k, axis in enumerate(axes) if k not in violated
+            ):
+                continue
+            saved = -sum(change[k] / axes[k].scale() for k in violated)
+            if saved <= 0:
+                continue
+            loss = (score - after_score) / saved
+            if loss < best_score:
+                best, best_score = (n, j, after, after_score), loss
         if best is None:
             break  # nothing cheaper fits: the caller refuses such budgets up front
-        take(*best)
+        n, j, totals, score = best
+        picks[n] = j
+        runs = effective(picks)
 
     while fill:
         best, best_score = None, -math.inf
-        for n, c in enumerate(choices):
-            i = picks[n]
-            for j in steps(n, dearer=True):
-                change = [axis.costs[n][j] - axis.costs[n][i] for axis in axes]
-                if not all(axis.fits(totals[k] + change[k]) for k, axis in enumerate(axes)):
-                    continue
-                added = sum(max(0.0, change[k]) / axis.scale() for k, axis in enumerate(axes))
-                score = (c.log_probs[j] - c.log_probs[i]) / added
-                if score > best_score:
-                    best, best_score = (n, j), score
+        for n, j, after, after_score in candidates(dearer=True):
+            # Every step adds to the budget's cost (so filling ends) and fits every limit.
+            if after[0] <= totals[0] or not all(axis.fits(after[k]) for k, axis in enumerate(axes)):
+                continue
+            added = sum(
+                max(0.0, (a - t)) / axis.scale()
+                for a, t, axis in zip(after, totals, axes, strict=True)
+            )
+            gain = (after_score - score) / added
+            if gain > best_score:
+                best, best_score = (n, j, after, after_score), gain
         if best is None:
             break
-        take(*best)
-    return {c.path: c.names[i] for c, i in zip(choices, picks, strict=True)}
+        n, j, totals, score = best
+        picks[n] = j
+        runs = effective(picks)
+    return {c.path: c.names[i] for c, i in zip(choices, runs, strict=True)}

@@ -33,6 +33,7 @@ from nas.distill import LossWeights, relative_error, student_losses
 from nas.errors import NasError
 from nas.export import LayerChoice, Limit, export_choices
 from nas.graph import ConvLayer
+from nas.liveness import NO_CHANGE, layer_sources
 from nas.supernet import DeltaModel, MixedDelta, amortised, smallest_interval
 from nas.teachers.base import Teacher
 
@@ -121,6 +122,9 @@ class Supernet:
     layers: list[ConvLayer]
     mixed: dict[str, MixedDelta]
     table: CostTable
+    # The wiring between the layers (`nas.liveness`), so that the export sees which blocks a
+    # `zero` leaves with nothing to do; None where no layer can pass no change (per-frame modes).
+    sources: dict[str, tuple[str, ...]] | None = None
 
     def expected_delta(self, table: CostTable | None = None) -> torch.Tensor:
         """Expected delta-frame cost under the logits, in `table`'s unit (default: the search's
@@ -154,6 +158,7 @@ class Supernet:
                 Limit(table.candidates, table.keyframe, table.other, limit.value)
                 for table, limit in limits
             ],
+            sources=self.sources,
         )
 
     def choices(self) -> list[LayerChoice]:
@@ -185,9 +190,11 @@ def build_supernet(
     *,
     per_frame: bool = False,
     student_size: tuple[int, int] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> Supernet:
     """Every searched conv becomes a mixed layer over the table's candidates (cheapest first);
-    `per_frame` and `student_size` as in `DeltaModel.build`."""
+    `per_frame` and `student_size` as in `DeltaModel.build`. `size`: the frames' size, to read
+    the wiring between the layers where some candidate passes no change (`nas.liveness`)."""
     mixed: dict[str, MixedDelta] = {}
 
     def make_block(layer: ConvLayer, conv: nn.Conv2d) -> nn.Module:
@@ -205,7 +212,10 @@ def build_supernet(
         per_frame=per_frame,
         student_size=student_size,
     )
-    return Supernet(model, layers, mixed, table)
+    sources = None
+    if size is not None and any(NO_CHANGE in m.names for m in mixed.values()):
+        sources = layer_sources(model, student_size or size)
+    return Supernet(model, layers, mixed, table, sources)
 
 
 @dataclass

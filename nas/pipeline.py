@@ -217,6 +217,7 @@ class Prepared:
             ),
             per_frame=self.options.mode != "delta",
             student_size=self.student_size if self.student_size != self.size else None,
+            size=self.student_size,
         )
         net.model.to(self.device)
         return net

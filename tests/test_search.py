@@ -6,8 +6,10 @@ import json
 import pytest
 
 from nas.errors import NasError
+from nas.liveness import NO_CHANGE, idle_layers, layer_sources
 from nas.pipeline import SearchOptions, search
 from nas.spec import load_spec
+from nas.student import build_student, teacher_for
 from tests.conftest import TINY_SEARCH
 
 
@@ -147,3 +149,18 @@ def test_a_binding_limit_steers_the_search_and_the_export(tmp_path):
         config=options.search_config(),
     )
     assert any(name not in ("zero", "full") for name in alone.picks.values())
+
+
+@pytest.mark.parametrize("budget", ["3MFLOPs", "2.2MFLOPs"])
+def test_no_block_of_the_spec_is_idle(tmp_path, budget):
+    """Every block the spec pays for sees a change and passes one to the output (the tiny
+    teacher is a chain: one `zero` anywhere leaves every other block with nothing to do)."""
+    spec = _run(tmp_path, budget=budget).spec
+    student = build_student(spec, teacher_for(spec))
+    picks = {layer.path: layer.candidate for layer in spec.layers}
+    idle = idle_layers(
+        layer_sources(student, tuple(spec.input_size)),
+        {path for path, name in picks.items() if name == NO_CHANGE},
+    )
+    assert all(picks[path] == NO_CHANGE for path in idle)
+    assert spec.totals.delta_frame_macs == sum(layer.macs for layer in spec.layers)
