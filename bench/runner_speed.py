@@ -23,6 +23,10 @@ everything else the network runs on every frame (activations, squeeze-excitation
 the final upsampling), which multiply-adds do not count. Its blocks' speed-up is set against
 the blocks' own multiply-add ratio (teacher convs / delta frame).
 
+Each spec's line also says how many layers run a block on delta frames (`nas.liveness`): a spec
+whose every layer is idle repeats the key frame's output, and its speed-up says nothing of a
+model that predicts anything.
+
     python bench/runner_speed.py [--device cpu|cuda] [--steps 150] [--rounds 5] [--spec S ...]
                                  [--keep DIR]
 
@@ -46,10 +50,11 @@ from nas.errors import NasError
 from nas.fold import fold_batchnorms
 from nas.graph import layer_graph
 from nas.latency import fixed_threads, time_module
+from nas.liveness import NO_CHANGE
 from nas.pipeline import SearchOptions, search
 from nas.runner import DeltaRunner
 from nas.spec import Spec, load_spec, save_spec
-from nas.student import build_student, teacher_for
+from nas.student import build_student, idle_layers_of, teacher_for
 from nas.teachers import load_teacher
 
 TARGET = 0.8  # the wall-clock speed-up asked for, as a share of the multiply-add ratio
@@ -111,6 +116,18 @@ def split_time(model, convs, frame, device: torch.device, rounds: int) -> tuple[
             h.remove()
     median_in = statistics.median(inside[1:])
     return median_in, statistics.median(total[1:]) - median_in
+
+
+def running_note(spec: Spec) -> str:
+    """How many of the spec's layers run a block on delta frames, and idle blocks paid for."""
+    idle = idle_layers_of(spec, build_student(spec, teacher_for(spec)))
+    paid = sum(layer.path in idle and layer.candidate != NO_CHANGE for layer in spec.layers)
+    running = len(spec.layers) - len(idle)
+    return (
+        f"{running} of {len(spec.layers)} layers run a block on delta frames"
+        + (f" ({paid} idle blocks paid for)" if paid else "")
+        + ("; the output repeats the key frame's" if running == 0 else "")
+    )
 
 
 def searched(
@@ -185,6 +202,7 @@ def main() -> None:
             for i in range(args.frames)
         ]
         mac_ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
+        print(f"  {spec.budget.text} K={interval}: {running_note(spec)}")
         for layout, memory_format in LAYOUTS.items():
             teacher = teacher_for(spec, device=str(device)).module.to(memory_format=memory_format)
             layers = layer_graph(teacher, spec.input_size)

@@ -12,6 +12,7 @@ prediction, maps thresholded at 0.3) of both, and the student's agreement with t
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from nas.cost import count_macs
 from nas.evaluate import evaluate
 from nas.pipeline import SearchOptions, clip_batches, search, video_clips
 from nas.sizes import parse_size
-from nas.student import build_student, teacher_for
+from nas.student import build_student, idle_layers_of, teacher_for
 from nas.teachers import load_teacher
 from nas.train import TrainConfig, train_student
 
@@ -62,6 +63,17 @@ def main() -> None:
         f"PP-OCRv4 at {args.size}, delta student at {spec.totals.amortised_macs / 1e9:.3f} of "
         f"{spec.totals.teacher_macs / 1e9:.3f} GFLOPs per frame (key frame every 3), "
         f"{args.search_steps} search + {args.train_steps} training steps on sample:bikes"
+    )
+    idle = idle_layers_of(spec, trained)
+    print(
+        f"{len(spec.layers) - len(idle)} of {len(spec.layers)} layers run a block on delta "
+        "frames: "
+        + ", ".join(
+            f"{name} {count}"
+            for name, count in Counter(
+                layer.candidate.split("_r")[0] for layer in spec.layers if layer.path not in idle
+            ).most_common()
+        )
     )
     print(f"{'clip':22} {'model':10} {'TC':>7} {'agreement':>9}")
     for clip in CLIPS:

@@ -17,6 +17,7 @@ import torch
 from nas.errors import NasError
 from nas.graph import layer_graph
 from nas.latency import resolve_device
+from nas.liveness import NO_CHANGE, idle_layers, layer_sources
 from nas.spec import LayerShape, Spec, load_spec
 from nas.supernet import DeltaModel
 from nas.teachers import Teacher, load_teacher
@@ -114,3 +115,14 @@ def load_student_weights(student: DeltaModel, path: str | Path) -> DeltaModel:
     state = read_state_dict(path)
     load_into(student, state, who="student of the spec", source=str(path))
     return student
+
+
+def idle_layers_of(spec: Spec, student: DeltaModel) -> set[str]:
+    """The spec's layers that pass no change to the output on delta frames (`nas.liveness`):
+    its `zero`s and the layers they leave with nothing to do. All of them: the student repeats
+    the key frame's output. Per-frame specs have none."""
+    if student.per_frame:
+        return set()
+    picks = {layer.path: layer.candidate for layer in spec.layers}
+    sources = layer_sources(student, student.student_size or tuple(spec.input_size))
+    return idle_layers(sources, {path for path, name in picks.items() if name == NO_CHANGE})
