@@ -12,8 +12,8 @@ prediction, maps thresholded at 0.3) of both, and the student's agreement with t
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import torch
