@@ -131,77 +131,102 @@ def export_choices(
         totals = [axis.other + sum(axis.costs[n][i] for n, i in enumerate(runs)) for axis in axes]
         return totals, sum(c.log_probs[i] for c, i in zip(choices, runs, strict=True))
 
-    runs = effective(picks)
-    totals, score = evaluate(runs)
+    def settle(picks: list[int], fill: bool) -> tuple[bool, float, list[int], list[int]]:
+        """Repair (then fill) from `picks`: whether it fits, its score, the picks and what each
+        layer runs."""
+        picks = picks.copy()
+        runs = effective(picks)
+        totals, score = evaluate(runs)
 
-    def candidates(*, dearer: bool):
-        """Every step (layer n to candidate j) with its totals and score after it."""
-        for n, c in enumerate(choices):
-            i = picks[n]
-            if not limits:  # one cost: a step goes to the neighbour in cost
-                j = _next(c, i, dearer=dearer)
-                options = [] if j is None else [j]
-            elif dearer:
-                options = [j for j, cost in enumerate(c.cost) if cost > c.cost[i]]
-            else:
-                options = [j for j in range(len(c.names)) if j != i]
-            for j in options:
-                if zero[n] is not None and sources is not None and zero[n] in (i, j):
-                    after = picks.copy()  # a zero opens or closes paths: judge the whole
-                    after[n] = j
-                    yield n, j, *evaluate(effective(after))
-                elif runs[n] != i:
-                    continue  # an idle layer: any block it runs changes nothing
+        def candidates(*, dearer: bool):
+            """Every step (layer n to candidate j) with its totals and score after it."""
+            for n, c in enumerate(choices):
+                i = picks[n]
+                if not limits:  # one cost: a step goes to the neighbour in cost
+                    j = _next(c, i, dearer=dearer)
+                    options = [] if j is None else [j]
+                elif dearer:
+                    options = [j for j, cost in enumerate(c.cost) if cost > c.cost[i]]
                 else:
-                    yield (
-                        n,
-                        j,
-                        [
-                            t + axis.costs[n][j] - axis.costs[n][i]
-                            for t, axis in zip(totals, axes, strict=True)
-                        ],
-                        score + c.log_probs[j] - c.log_probs[i],
-                    )
+                    options = [j for j in range(len(c.names)) if j != i]
+                for j in options:
+                    if zero[n] is not None and sources is not None and zero[n] in (i, j):
+                        after = picks.copy()  # a zero opens or closes paths: judge the whole
+                        after[n] = j
+                        yield n, j, *evaluate(effective(after))
+                    elif runs[n] != i:
+                        continue  # an idle layer: any block it runs changes nothing
+                    else:
+                        yield (
+                            n,
+                            j,
+                            [
+                                t + axis.costs[n][j] - axis.costs[n][i]
+                                for t, axis in zip(totals, axes, strict=True)
+                            ],
+                            score + c.log_probs[j] - c.log_probs[i],
+                        )
 
-    while True:  # repair
-        violated = [k for k, axis in enumerate(axes) if not axis.fits(totals[k])]
-        if not violated:
-            break
-        best, best_score = None, math.inf
-        for n, j, after, after_score in candidates(dearer=False):
-            change = [a - t for a, t in zip(after, totals, strict=True)]
-            if any(change[k] > 0 for k in violated) or any(
-                not axis.fits(after[k]) for k, axis in enumerate(axes) if k not in violated
-            ):
-                continue
-            saved = -sum(change[k] / axes[k].scale() for k in violated)
-            if saved <= 0:
-                continue
-            loss = (score - after_score) / saved
-            if loss < best_score:
-                best, best_score = (n, j, after, after_score), loss
-        if best is None:
-            break  # nothing cheaper fits: the caller refuses such budgets up front
-        n, j, totals, score = best
-        picks[n] = j
-        runs = effective(picks)
+        while True:  # repair
+            violated = [k for k, axis in enumerate(axes) if not axis.fits(totals[k])]
+            if not violated:
+                break
+            best, best_score = None, math.inf
+            for n, j, after, after_score in candidates(dearer=False):
+                change = [a - t for a, t in zip(after, totals, strict=True)]
+                if any(change[k] > 0 for k in violated) or any(
+                    not axis.fits(after[k]) for k, axis in enumerate(axes) if k not in violated
+                ):
+                    continue
+                saved = -sum(change[k] / axes[k].scale() for k in violated)
+                if saved <= 0:
+                    continue
+                loss = (score - after_score) / saved
+                if loss < best_score:
+                    best, best_score = (n, j, after, after_score), loss
+            if best is None:
+                break  # nothing cheaper fits: the caller refuses such budgets up front
+            n, j, totals, score = best
+            picks[n] = j
+            runs = effective(picks)
 
-    while fill:
-        best, best_score = None, -math.inf
-        for n, j, after, after_score in candidates(dearer=True):
-            # Every step adds to the budget's cost (so filling ends) and fits every limit.
-            if after[0] <= totals[0] or not all(axis.fits(after[k]) for k, axis in enumerate(axes)):
-                continue
-            added = sum(
-                max(0.0, (a - t)) / axis.scale()
-                for a, t, axis in zip(after, totals, axes, strict=True)
-            )
-            gain = (after_score - score) / added
-            if gain > best_score:
-                best, best_score = (n, j, after, after_score), gain
-        if best is None:
-            break
-        n, j, totals, score = best
-        picks[n] = j
-        runs = effective(picks)
+        while fill:
+            best, best_score = None, -math.inf
+            for n, j, after, after_score in candidates(dearer=True):
+                # Every step adds to the budget's cost (so filling ends) and fits every limit.
+                if after[0] <= totals[0] or not all(
+                    axis.fits(after[k]) for k, axis in enumerate(axes)
+                ):
+                    continue
+                added = sum(
+                    max(0.0, (a - t)) / axis.scale()
+                    for a, t, axis in zip(after, totals, axes, strict=True)
+                )
+                gain = (after_score - score) / added
+                if gain > best_score:
+                    best, best_score = (n, j, after, after_score), gain
+            if best is None:
+                break
+            n, j, totals, score = best
+            picks[n] = j
+            runs = effective(picks)
+        fits = all(axis.fits(t) for axis, t in zip(axes, totals, strict=True))
+        return fits, score, picks, runs
+
+    # A greedy step cannot open a path that two `zero`s close (backbone.13's depthwise conv and
+    # projection, say), so with the wiring the export also starts from no `zero` at all and
+    # fills the better of the two repaired starts (one that fits; the higher score; the first).
+    starts = [picks]
+    if sources is not None:
+        starts.append(
+            [
+                max(
+                    (j for j in range(len(c.names)) if j != z or len(c.names) == 1),
+                    key=lambda j, c=c: (c.log_probs[j], -j),
+                )
+                for c, z in zip(choices, zero, strict=True)
+            ]
+        )
+    repaired = max((settle(start, fill=False) for start in starts), key=lambda found: found[:2])
+    _, _, _, runs = settle(repaired[2], fill)
     return {c.path: c.names[i] for c, i in zip(choices, runs, strict=True)}
