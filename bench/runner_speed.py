@@ -248,7 +248,8 @@ def main() -> None:
                 f"{100 * speedup / mac_ratio:5.0f}%"
             )
             conv_macs = sum(layer.macs for layer in layers)
-            block_ratio = conv_macs / max(1, sum(choice.macs for choice in spec.layers))
+            block_macs = sum(choice.macs for choice in spec.layers)
+            block_ratio = f"{conv_macs / block_macs:9.2f}" if block_macs else f"{'-':>9}"
             splits.append((label, layout, teacher_split, delta_split, block_ratio))
     print("\nWhere a frame's time goes (ms per frame; teacher BN folded, one delta frame):")
     print(
@@ -258,7 +259,7 @@ def main() -> None:
     for label, layout, (t_in, t_out), (d_in, d_out), block_ratio in splits:
         print(
             f"{label:30} {layout:8} {t_in * 1e3:13.1f} {t_out * 1e3:6.1f} {d_in * 1e3:12.1f} "
-            f"{d_out * 1e3:6.1f} {t_in / d_in:15.2f} {block_ratio:9.2f}"
+            f"{d_out * 1e3:6.1f} {t_in / d_in:15.2f} {block_ratio}"
         )
 
 
