@@ -21,7 +21,9 @@ A second table says where a frame's time goes: in the searched convs (the teache
 or the student blocks (a delta frame's, each with its recurrence `z_k + g(a - a_k)`), and in
 everything else the network runs on every frame (activations, squeeze-excitation, additions,
 the final upsampling), which multiply-adds do not count. Its blocks' speed-up is set against
-the blocks' own multiply-add ratio (teacher convs / delta frame).
+the blocks' own multiply-add ratio (teacher convs / delta frame). A third times each running
+block alone against the teacher conv it stands in for (the search's per-device latency table)
+and counts the blocks that save multiply-adds yet run slower than the conv: savings on paper.
 
 Each spec's line also says how many layers run a block on delta frames (`nas.liveness`): a spec
 whose every layer is idle repeats the key frame's output, and its speed-up says nothing of a
@@ -55,6 +57,7 @@ from nas.pipeline import SearchOptions, search
 from nas.runner import DeltaRunner
 from nas.spec import Spec, load_spec, save_spec
 from nas.student import build_student, idle_layers_of, teacher_for
+from nas.tables import latency_table, macs_table
 from nas.teachers import load_teacher
 
 TARGET = 0.8  # the wall-clock speed-up asked for, as a share of the multiply-add ratio
@@ -130,6 +133,33 @@ def running_note(spec: Spec) -> str:
     )
 
 
+def paper_savings(spec: Spec, device: torch.device, threads: int) -> tuple:
+    """The running blocks of `spec` timed alone against the teacher convs they replace: how
+    many, their ms and the convs' ms, the convs' multiply-adds over theirs, and how many of
+    them run slower than their conv (the multiply-adds they save, the ms they lose)."""
+    teacher = teacher_for(spec, device=str(device))
+    layers = layer_graph(teacher.module, spec.input_size)
+    picks = {layer.path: layer.candidate for layer in spec.layers if layer.candidate != NO_CHANGE}
+    names = {layer.path: sorted({"full", picks.get(layer.path, "full")}) for layer in layers}
+    table = latency_table(teacher, layers, names, spec.input_size, device=device, threads=threads)
+    macs = macs_table(teacher, layers, names, spec.input_size).candidates
+    ms = {
+        path: {name: 1e3 * t for name, t in costs.items()}
+        for path, costs in table.candidates.items()
+    }
+    slower = [path for path, name in picks.items() if ms[path][name] > ms[path]["full"]]
+    block_macs = sum(macs[path][name] for path, name in picks.items())
+    return (
+        len(picks),
+        sum(ms[path][name] for path, name in picks.items()),
+        sum(ms[path]["full"] for path in picks),
+        sum(macs[path]["full"] for path in picks) / block_macs if block_macs else float("nan"),
+        len(slower),
+        sum(macs[path]["full"] - macs[path][picks[path]] for path in slower),
+        sum(ms[path][picks[path]] - ms[path]["full"] for path in slower),
+    )
+
+
 def searched(
     budget_text: str, interval: int, steps: int, device: str, *, limited: bool, keep: Path | None
 ) -> Spec | str:
@@ -184,7 +214,7 @@ def main() -> None:
         f"{'spec':30} {'layout':8} {'teacher ms':>10} {'folded ms':>9} {'delta ms':>9} "
         f"{'speed-up':>8} {'MAC ratio':>9} {'share':>6}"
     )
-    splits = []
+    splits, alone = [], []
     specs = [load_spec(path) for path in args.spec] or [
         searched(budget, interval, args.steps, args.device, limited=limited, keep=args.keep)
         for budget, interval in (("5GFLOPs", 3), ("third", 6))
@@ -251,6 +281,7 @@ def main() -> None:
             block_macs = sum(choice.macs for choice in spec.layers)
             block_ratio = f"{conv_macs / block_macs:9.2f}" if block_macs else f"{'-':>9}"
             splits.append((label, layout, teacher_split, delta_split, block_ratio))
+        alone.append((label, paper_savings(spec, device, threads)))
     print("\nWhere a frame's time goes (ms per frame; teacher BN folded, one delta frame):")
     print(
         f"{'spec':30} {'layout':8} {'teacher convs':>13} {'other':>6} {'delta blocks':>12} "
@@ -260,6 +291,19 @@ def main() -> None:
         print(
             f"{label:30} {layout:8} {t_in * 1e3:13.1f} {t_out * 1e3:6.1f} {d_in * 1e3:12.1f} "
             f"{d_out * 1e3:6.1f} {t_in / d_in:15.2f} {block_ratio}"
+        )
+    print(
+        "\nBlocks timed alone (NCHW, the search's latency table), against the teacher's convs "
+        "they stand in for:"
+    )
+    print(
+        f"{'spec':30} {'blocks':>6} {'ms':>6} {'conv ms':>7} {'MAC ratio':>9} "
+        f"{'slower than conv':>16} {'their MMACs saved':>17} {'ms lost':>7}"
+    )
+    for label, (n, ms, conv_ms, ratio, slower, saved, lost) in alone:
+        print(
+            f"{label:30} {n:6} {ms:6.1f} {conv_ms:7.1f} {ratio:9.2f} {slower:16} "
+            f"{saved / 1e6:17.1f} {lost:7.2f}"
         )
 
 
