@@ -4,7 +4,9 @@ Teacher: the PP-OCRv4 text detector (real weights). A delta student is searched 
 teacher's multiply-adds (key frame every 3) on the built-in `sample:bikes` clip, retrained on
 it, then the teacher and the student run over each built-in real clip: temporal consistency TC
 (the prediction of frame t+1 warped to frame t by DIS optical flow, mIoU with frame t's
-prediction, maps thresholded at 0.3) of both, and the student's agreement with the teacher.
+prediction, maps thresholded at 0.3) of both, and the student's agreement with the teacher;
+beside them the baseline every delta model must beat, the key frame's prediction repeated
+(every layer `zero`).
 
     python bench/temporal.py [--search-steps 100] [--train-steps 200] [--frames 120]
 """
@@ -20,6 +22,7 @@ import torch
 
 from nas.cost import count_macs
 from nas.evaluate import evaluate
+from nas.liveness import NO_CHANGE
 from nas.pipeline import SearchOptions, clip_batches, search, video_clips
 from nas.sizes import parse_size
 from nas.student import build_student, idle_layers_of, teacher_for
@@ -57,6 +60,18 @@ def main() -> None:
             config=TrainConfig(steps=args.train_steps, checkpoint_every=args.train_steps),
         )  # fmt: skip
         untrained = build_student(spec, teacher)
+        # The baseline a delta model must beat: every layer `zero`, the key frame repeated.
+        repeated = build_student(
+            spec.model_copy(
+                update={
+                    "layers": [
+                        layer.model_copy(update={"candidate": NO_CHANGE, "macs": 0, "params": 0})
+                        for layer in spec.layers
+                    ]
+                }
+            ),
+            teacher,
+        )
         trained = build_student(spec, teacher)
         trained.load_state_dict(torch.load(weights, weights_only=True))
     print(
@@ -75,18 +90,19 @@ def main() -> None:
             ).most_common()
         )
     )
-    print(f"{'clip':22} {'model':10} {'TC':>7} {'agreement':>9}")
+    print(f"{'clip':22} {'model':12} {'TC':>7} {'agreement':>9}")
     for clip in CLIPS:
-        for label, model in (("searched", untrained), ("retrained", trained)):
+        models = (("key repeated", repeated), ("searched", untrained), ("retrained", trained))
+        for label, model in models:
             result = evaluate(
                 spec, teacher, model, clip, interval=3, max_frames=args.frames, device=device
             )
             rows = {name: (t, s) for name, t, s in result.rows}
             tc_teacher, tc_student = rows["temporal consistency TC"]
             agreement = rows["agreement with the teacher (frames between key frames)"][1]
-            if label == "searched":
-                print(f"{clip:22} {'teacher':10} {tc_teacher:7.4f} {1.0:9.4f}")
-            print(f"{clip:22} {label:10} {tc_student:7.4f} {agreement:9.4f}")
+            if label == models[0][0]:
+                print(f"{clip:22} {'teacher':12} {tc_teacher:7.4f} {1.0:9.4f}")
+            print(f"{clip:22} {label:12} {tc_student:7.4f} {agreement:9.4f}")
 
 
 if __name__ == "__main__":
