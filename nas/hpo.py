@@ -46,7 +46,7 @@ from nas.registry import Registry
 from nas.sizes import scaled_size
 from nas.spec import Spec, save_spec
 from nas.student import build_student
-from nas.train import TrainConfig, train_student
+from nas.train import TrainConfig, has_blocks_to_train, train_student
 
 # Heartbeats and retries of stale trials are "experimental" in Optuna since 2.8: used on purpose.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -250,7 +250,8 @@ class Objective:
         spec = result.spec
 
         student = build_student(spec, run.teacher, stats=run.stats).to(run.device)
-        if options.train_steps > 0:
+        # A spec of `zero`s only (the key frame repeated) has nothing to retrain.
+        if options.train_steps > 0 and has_blocks_to_train(student):
             config = TrainConfig(
                 steps=options.train_steps,
                 lr=params["lr_weights"],

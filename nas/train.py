@@ -62,6 +62,11 @@ def trainable(student: DeltaModel, finetune: bool) -> list[torch.nn.Parameter]:
     return [p for p in student.parameters() if p.requires_grad]
 
 
+def has_blocks_to_train(student: DeltaModel) -> bool:
+    """Whether any student block has parameters (a spec of `zero`s only has none)."""
+    return any(True for _, conv in student.delta_convs() for _ in conv.block.parameters())
+
+
 def train_student(
     student: DeltaModel,
     teacher: Teacher,
