@@ -22,6 +22,7 @@ t's), and measured amortised CPU latency of student and teacher in the same loop
                   no training (a baseline).
 
     python bench/modes.py [--steps 80] [--train-steps 60] [--max-frames 200] [--eval-start 225]
+                          [--methods delta,perframe,resolution,teacher]
 """
 
 from __future__ import annotations
@@ -108,7 +109,13 @@ def main() -> None:
     parser.add_argument("--eval-start", type=int, default=225)
     parser.add_argument("--eval-frames", type=int, default=25)
     parser.add_argument("--max-frames", type=int, default=200, help="training frames")
+    parser.add_argument(
+        "--methods",
+        default="delta,perframe,resolution,teacher",
+        help="which methods to run, by their first word (comma-separated)",
+    )
     args = parser.parse_args()
+    chosen = set(args.methods.split(","))
     size = parse_size(args.size)
     teacher = load_teacher(TEACHER)
     teacher_macs = count_macs(teacher.module, size)
@@ -154,6 +161,8 @@ def main() -> None:
             },
         }
         for name, update in methods.items():
+            if name.split()[0] not in chosen:
+                continue
             train_steps = update.pop("train_steps", args.train_steps)
             with tempfile.TemporaryDirectory() as out:
                 options = base.model_copy(update=update | {"out": out})
