@@ -375,7 +375,11 @@ def evaluate_command(
         table.add_column(column, justify="left" if column == "metric" else "right")
     for metric, teacher_value, student_value in result.rows:
         table.add_row(
-            metric, *(f"{v:.4f}" if v is not None else "" for v in (teacher_value, student_value))
+            metric,
+            *(
+                "" if v is None else str(v) if isinstance(v, int) else f"{v:.4f}"
+                for v in (teacher_value, student_value)
+            ),
         )
     console.print(table)
     if result.by_distance:

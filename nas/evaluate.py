@@ -6,7 +6,8 @@ the latencies compare like with like. Reports, for teacher and student: GFLOPs p
 amortised, measured latency per frame and amortised, agreement with the teacher, temporal
 consistency (TC: the prediction of frame t+1 warped to frame t by DIS optical flow, its mIoU with
 the prediction of frame t), mIoU against labels when the video has labels that fit the teacher,
-and the student's agreement by distance from its key frame.
+the student's agreement by distance from its key frame, and how many of its layers run a block
+between key frames (none: the student repeats the key frame's output).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from evaluators import ByDistance, SegmentationMetric, TemporalConsistency
 from nas.data import open_video, resize_crop
 from nas.runner import DeltaRunner
 from nas.spec import Spec
+from nas.student import idle_layers_of
 from nas.supernet import DeltaModel, amortised
 from nas.teachers import Teacher
 
@@ -105,7 +107,10 @@ def evaluate(
         if frames_between
         else 1.0
     )
+    running = len(spec.layers) - len(idle_layers_of(spec, student))
     rows: list[tuple[str, float | None, float | None]] = [
+        # A student whose every layer is idle repeats the key frame's output.
+        ("layers that run between key frames", len(spec.layers), running),
         ("GFLOPs per frame (between key frames)", teacher_gflops, delta_gflops),
         ("GFLOPs amortised", teacher_gflops, amortised(teacher_gflops, delta_gflops, interval)),
         ("latency ms per frame (between key frames)", teacher_ms, delta_ms),

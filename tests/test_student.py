@@ -12,6 +12,7 @@ import torch
 
 from nas.data import load_frames, open_video
 from nas.errors import NasError
+from nas.evaluate import evaluate
 from nas.pipeline import SearchOptions, make_spec, prepare
 from nas.runner import DeltaRunner
 from nas.spec import load_spec, save_spec
@@ -185,6 +186,38 @@ def test_eval_prints_and_writes_the_table(run_nas, tmp_path):
     assert float(rows["latency ms per frame (between key frames)"][1]) > 0
     assert "agreement at distance 1" in rows and "agreement at distance 2" in rows
     assert "temporal consistency TC" in result.stdout
+    layers = len(spec_data.layers)
+    assert rows["layers that run between key frames"][1:] == [str(layers), str(layers)]
+
+
+def test_eval_says_when_the_student_repeats_the_key_frame(tmp_path):
+    path, run = _spec_with(tmp_path, None)
+    spec = load_spec(path)
+    first = spec.layers[0].path  # the tiny teacher is a chain: a zero here closes it
+    closed = spec.model_copy(
+        update={
+            "layers": [
+                layer.model_copy(update={"candidate": "zero"}) if layer.path == first else layer
+                for layer in spec.layers
+            ]
+        }
+    )
+    student = build_student(closed, run.teacher)
+    result = evaluate(
+        closed, run.teacher, student, "synthetic:frames=8,size=64x96", interval=4,
+        max_frames=8, device=torch.device("cpu"),
+    )  # fmt: skip
+    rows = {name: (teacher, student) for name, teacher, student in result.rows}
+    assert rows["layers that run between key frames"] == (len(spec.layers), 0)
+    # And so it does: between key frames its output is exactly the key frame's.
+    frames = (run.teacher.input_spec.normalize(f[None]) for f in _frames(8))
+    steps = list(DeltaRunner(student, interval=4).run(frames))
+    assert sum(step.is_key for step in steps) == 2
+    for step in steps:
+        if step.is_key:
+            key = step.prediction.clone()
+        else:
+            assert torch.equal(step.prediction, key)
 
 
 def test_train_and_eval_refuse_bad_input(run_nas, tmp_path):
