@@ -44,6 +44,7 @@ from nas.latency import (
     resolve_device,
 )
 from nas.latency_check import fit_measured_latency
+from nas.liveness import NO_CHANGE
 from nas.sizes import check_multiple, parse_size, scaled_size
 from nas.spec import BudgetRef, LayerShape, Spec, SpecLayer, TeacherRef, Totals, save_spec
 from nas.supernet import amortised
@@ -310,7 +311,7 @@ def prepare(options: SearchOptions) -> Prepared:
     preset = load_preset(options.search_space)
     names = {layer.path: resolve_candidates(preset, layer) for layer in layers}
     if options.mode != "delta":  # no key frame to fall back on: `zero` would predict nothing
-        names = {path: [n for n in found if n != "zero"] for path, found in names.items()}
+        names = {path: [n for n in found if n != NO_CHANGE] for path, found in names.items()}
     macs = macs_table(teacher, layers, names, student_size)
     if budget.kind is CostKind.LATENCY:
         costs = latency_table(teacher, layers, names, student_size, device=device, threads=threads)
