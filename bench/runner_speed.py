@@ -23,7 +23,9 @@ everything else the network runs on every frame (activations, squeeze-excitation
 the final upsampling), which multiply-adds do not count. Its blocks' speed-up is set against
 the blocks' own multiply-add ratio (teacher convs / delta frame). A third times each running
 block alone against the teacher conv it stands in for (the search's per-device latency table)
-and counts the blocks that save multiply-adds yet run slower than the conv: savings on paper.
+and counts the blocks that save multiply-adds yet run slower than the conv: savings on paper;
+and it gives the layers left `full` as shares of the teacher's conv multiply-adds and conv time
+(layers with few multiply-adds but much time are where a FLOPs budget leaves the time).
 
 Each spec's line also says how many layers run a block on delta frames (`nas.liveness`): a spec
 whose every layer is idle repeats the key frame's output, and its speed-up says nothing of a
@@ -136,7 +138,8 @@ def running_note(spec: Spec) -> str:
 def paper_savings(spec: Spec, device: torch.device, threads: int) -> tuple:
     """The running blocks of `spec` timed alone against the teacher convs they replace: how
     many, their ms and the convs' ms, the convs' multiply-adds over theirs, and how many of
-    them run slower than their conv (the multiply-adds they save, the ms they lose)."""
+    them run slower than their conv (the multiply-adds they save, the ms they lose), and the
+    layers left `full`: their share of the teacher's conv multiply-adds and of its conv time."""
     teacher = teacher_for(spec, device=str(device))
     layers = layer_graph(teacher.module, spec.input_size)
     picks = {layer.path: layer.candidate for layer in spec.layers if layer.candidate != NO_CHANGE}
@@ -149,6 +152,12 @@ def paper_savings(spec: Spec, device: torch.device, threads: int) -> tuple:
     }
     slower = [path for path, name in picks.items() if ms[path][name] > ms[path]["full"]]
     block_macs = sum(macs[path][name] for path, name in picks.items())
+    kept = [path for path, name in picks.items() if name == "full"]
+
+    def share(costs: dict, paths: list[str]) -> float:
+        """The layers `paths` at `full`, as a share of every layer's `full` in `costs`."""
+        return sum(costs[p]["full"] for p in paths) / sum(costs[p]["full"] for p in costs)
+
     return (
         len(picks),
         sum(ms[path][name] for path, name in picks.items()),
@@ -157,6 +166,8 @@ def paper_savings(spec: Spec, device: torch.device, threads: int) -> tuple:
         len(slower),
         sum(macs[path]["full"] - macs[path][picks[path]] for path in slower),
         sum(ms[path][picks[path]] - ms[path]["full"] for path in slower),
+        share(macs, kept),
+        share(ms, kept),
     )
 
 
@@ -298,12 +309,13 @@ def main() -> None:
     )
     print(
         f"{'spec':30} {'blocks':>6} {'ms':>6} {'conv ms':>7} {'MAC ratio':>9} "
-        f"{'slower than conv':>16} {'their MMACs saved':>17} {'ms lost':>7}"
+        f"{'slower than conv':>16} {'their MMACs saved':>17} {'ms lost':>7} "
+        f"{'full: MACs':>10} {'full: ms':>8}"
     )
-    for label, (n, ms, conv_ms, ratio, slower, saved, lost) in alone:
+    for label, (n, ms, conv_ms, ratio, slower, saved, lost, full_macs, full_ms) in alone:
         print(
             f"{label:30} {n:6} {ms:6.1f} {conv_ms:7.1f} {ratio:9.2f} {slower:16} "
-            f"{saved / 1e6:17.1f} {lost:7.2f}"
+            f"{saved / 1e6:17.1f} {lost:7.2f} {100 * full_macs:9.0f}% {100 * full_ms:7.0f}%"
         )
 
 
