@@ -59,7 +59,7 @@ from nas.pipeline import SearchOptions, search
 from nas.runner import DeltaRunner
 from nas.spec import Spec, load_spec, save_spec
 from nas.student import build_student, idle_layers_of, teacher_for
-from nas.tables import latency_table, macs_table
+from nas.tables import block_latencies, macs_table
 from nas.teachers import load_teacher
 
 TARGET = 0.8  # the wall-clock speed-up asked for, as a share of the multiply-add ratio
@@ -144,12 +144,9 @@ def paper_savings(spec: Spec, device: torch.device, threads: int) -> tuple:
     layers = layer_graph(teacher.module, spec.input_size)
     picks = {layer.path: layer.candidate for layer in spec.layers if layer.candidate != NO_CHANGE}
     names = {layer.path: sorted({"full", picks.get(layer.path, "full")}) for layer in layers}
-    table = latency_table(teacher, layers, names, spec.input_size, device=device, threads=threads)
+    seconds = block_latencies(layers, names, device=device, threads=threads)
     macs = macs_table(teacher, layers, names, spec.input_size).candidates
-    ms = {
-        path: {name: 1e3 * t for name, t in costs.items()}
-        for path, costs in table.candidates.items()
-    }
+    ms = {path: {name: 1e3 * t for name, t in costs.items()} for path, costs in seconds.items()}
     slower = [path for path, name in picks.items() if ms[path][name] > ms[path]["full"]]
     block_macs = sum(macs[path][name] for path, name in picks.items())
     kept = [path for path, name in picks.items() if name == "full"]

@@ -33,7 +33,7 @@ from nas.distill import LossWeights, relative_error, student_losses
 from nas.errors import NasError
 from nas.export import LayerChoice, Limit, export_choices
 from nas.graph import ConvLayer
-from nas.liveness import NO_CHANGE, layer_sources
+from nas.liveness import NO_CHANGE, Wiring, read_wiring
 from nas.supernet import DeltaModel, MixedDelta, amortised, smallest_interval
 from nas.teachers.base import Teacher
 
@@ -122,9 +122,14 @@ class Supernet:
     layers: list[ConvLayer]
     mixed: dict[str, MixedDelta]
     table: CostTable
-    # The wiring between the layers (`nas.liveness`), so that the export sees which blocks a
-    # `zero` leaves with nothing to do; None where no layer can pass no change (per-frame modes).
-    sources: dict[str, tuple[str, ...]] | None = None
+    # The wiring of the network (`nas.liveness`), so that the export sees which blocks a `zero`
+    # leaves with nothing to do and a timed delta frame skips what they leave unchanged
+    # (`nas.replay`); None where no layer can pass no change (per-frame modes).
+    wiring: Wiring | None = None
+
+    @property
+    def sources(self) -> dict[str, tuple[str, ...]] | None:
+        return None if self.wiring is None else self.wiring.layers
 
     def expected_delta(self, table: CostTable | None = None) -> torch.Tensor:
         """Expected delta-frame cost under the logits, in `table`'s unit (default: the search's
@@ -212,10 +217,10 @@ def build_supernet(
         per_frame=per_frame,
         student_size=student_size,
     )
-    sources = None
+    wiring = None
     if size is not None and any(NO_CHANGE in m.names for m in mixed.values()):
-        sources = layer_sources(model, student_size or size)
-    return Supernet(model, layers, mixed, table, sources)
+        wiring = read_wiring(model, student_size or size)
+    return Supernet(model, layers, mixed, table, wiring)
 
 
 @dataclass

@@ -21,6 +21,7 @@ back through the autograd graph to the conv outputs (or the frame) it is compute
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 
@@ -38,11 +39,32 @@ def layer_sources(
     input is computed from, and `INPUT` where it reads the frame (() for an input that does not
     depend on the frame at all); last, under `OUTPUT`, those the network's output is computed
     from. `size`: the frame size the network runs at."""
+    return read_wiring(model, size, device=device).layers
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the network's tensors are computed from, read in one pass.
+
+    `layers`: as `layer_sources`. `modules`: for every module of the network that ran once in
+    the pass (path in `model.net`, "" for the network itself), the searched layers (and
+    `INPUT`) its output is computed from; None for one that ran more than once, or returned
+    something other than tensors (in a tuple, list or dict)."""
+
+    layers: dict[str, tuple[str, ...]]
+    modules: dict[str, tuple[str, ...] | None]
+
+
+def read_wiring(
+    model: DeltaModel, size: tuple[int, int], *, device: torch.device | str | None = None
+) -> Wiring:
+    """The wiring of `model` at frame size `size`: one pass with a frame that requires grad."""
     convs = model.delta_convs()
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     outputs: dict[object, str] = {}  # autograd node of a conv's output -> its layer path
     sources: dict[str, set[str]] = {}
+    modules: dict[str, tuple[str, ...] | None] = {}
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     x = x.to(device).requires_grad_(True)
 
@@ -59,6 +81,19 @@ def layer_sources(
 
         return hook
 
+    def module_out(path: str):
+        def hook(module, args, out):
+            tensors = _tensors(out)
+            if path in modules or tensors is None:
+                modules[path] = None
+                return
+            found: set[str] = set()
+            for tensor in tensors:
+                found |= _trace(tensor, outputs, x)
+            modules[path] = tuple(sorted(found))
+
+        return hook
+
     hooks = [
         h
         for layer, conv in convs
@@ -67,6 +102,8 @@ def layer_sources(
             conv.register_forward_hook(after(layer.path)),
         )
     ]
+    # Registered after the convs' own, so a conv's output node is known when its parents end.
+    hooks += [sub.register_forward_hook(module_out(p)) for p, sub in model.net.named_modules()]
     phases = [conv.phase for _, conv in convs]
     try:
         with torch.inference_mode(False), torch.enable_grad():
@@ -83,7 +120,18 @@ def layer_sources(
             conv.phase = phase
             conv.target = conv.target_input = None
     paths = [layer.path for layer, _ in convs] + [OUTPUT]
-    return {path: tuple(sorted(sources.get(path, ()))) for path in paths}
+    layers = {path: tuple(sorted(sources.get(path, ()))) for path in paths}
+    return Wiring(layers, modules)
+
+
+def _tensors(out) -> list[torch.Tensor] | None:
+    """The tensors of a module's output (a tensor, or a tuple, list or dict of them)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    values = out.values() if isinstance(out, dict) else out
+    if isinstance(out, dict | tuple | list) and all(isinstance(v, torch.Tensor) for v in values):
+        return list(values)
+    return None
 
 
 def _trace(tensor: torch.Tensor, outputs: dict[object, str], x: torch.Tensor) -> set[str]:

@@ -17,7 +17,8 @@ import torch
 from nas.errors import NasError
 from nas.graph import layer_graph
 from nas.latency import resolve_device
-from nas.liveness import NO_CHANGE, idle_layers, layer_sources
+from nas.liveness import NO_CHANGE, idle_layers, layer_sources, read_wiring
+from nas.replay import replay_for
 from nas.spec import LayerShape, Spec, load_spec
 from nas.supernet import DeltaModel
 from nas.teachers import Teacher, load_teacher
@@ -90,6 +91,9 @@ def build_student(
         per_frame=spec.mode != "delta",
         student_size=tuple(spec.input_size) if spec.mode == "resolution" else None,
     )
+    picks = {layer.path: layer.candidate for layer in spec.layers}
+    if NO_CHANGE in picks.values() and not model.per_frame:  # what zeros leave need not run
+        model.use_replay(replay_for(model, read_wiring(model, tuple(spec.input_size)), picks))
     return model.eval()
 
 

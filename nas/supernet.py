@@ -22,9 +22,11 @@ while the teacher's targets stay at full size.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,9 @@ from torch import nn
 from nas.fold import fold_batchnorms
 from nas.graph import ConvLayer
 from nas.resample import bilinear
+
+if TYPE_CHECKING:
+    from nas.replay import Replay
 
 
 class Phase(str, Enum):
@@ -232,6 +237,10 @@ class DeltaModel(nn.Module):
         self.student_size = student_size  # per-frame input size, when frames come larger
         self._caches_checked = False
         self._inplace: list[nn.Module] = []  # the teacher's in-place activations
+        # Modules that cannot change on delta frames, replayed from the key frame at inference
+        # (`nas.replay`; set by `nas.build_student` for specs with `zero` blocks).
+        self.replay: Replay | None = None
+        self._key_shape: tuple[int, ...] | None = None
 
     @classmethod
     def build(
@@ -277,7 +286,23 @@ class DeltaModel(nn.Module):
     def delta_convs(self) -> list[tuple[ConvLayer, DeltaConv]]:
         return [(layer, self.net.get_submodule(layer.path)) for layer in self.layers]
 
-    def _run(self, x: torch.Tensor, phase: Phase) -> torch.Tensor:
+    def _replaying(self, x: torch.Tensor, phase: Phase, inplace: bool, check: bool):
+        """Recording the replayed modules' outputs on key frames; replaying them on delta frames
+        at inference (in training every layer runs: its prediction is needed)."""
+        if self.replay is None or self.per_frame:
+            return contextlib.nullcontext()
+        if phase is Phase.KEY:
+            self._key_shape = tuple(x.shape)
+            return self.replay.recording(self.net, check=check)
+        if phase is Phase.DELTA and inplace:
+            if self._key_shape != tuple(x.shape):
+                raise RuntimeError(
+                    "delta frame without a matching key frame: run the key frame first"
+                )
+            return self.replay.replaying(self.net)
+        return contextlib.nullcontext()
+
+    def _run(self, x: torch.Tensor, phase: Phase, *, check: bool = False) -> torch.Tensor:
         # In place saves a full-size allocation per activation; safe only where no key cache or
         # autograd graph can see the tensors written.
         inplace = phase is Phase.DELTA and not torch.is_grad_enabled()
@@ -289,7 +314,8 @@ class DeltaModel(nn.Module):
             conv.fresh_output = inplace
             conv.shared_deltas = shared
         try:
-            out = self.net(x)
+            with self._replaying(x, phase, inplace, check):
+                out = self.net(x)
         finally:
             for sub in self._inplace:
                 sub.inplace = False
@@ -298,6 +324,14 @@ class DeltaModel(nn.Module):
         if isinstance(out, dict):
             out = out[self.output_key or "out"]
         return out
+
+    def use_replay(self, replay: Replay | None) -> DeltaModel:
+        """Replay `replay`'s modules from the key frame on delta frames (None: run them all).
+        Caches are dropped: the next frame must be a key frame."""
+        self.replay = replay
+        self._caches_checked = False
+        self.clear()
+        return self
 
     def key_frame(self, x: torch.Tensor) -> torch.Tensor:
         """The teacher's exact output on a key frame; caches every layer's input and output.
@@ -308,9 +342,11 @@ class DeltaModel(nn.Module):
         if not self._caches_checked:
             # Version counters exist outside inference mode only: check there, once.
             with torch.inference_mode(False), torch.no_grad():
-                self._run(x.clone(), Phase.KEY)
+                self._run(x.clone(), Phase.KEY, check=True)
                 for _, conv in self.delta_convs():
                     conv.copy_cache = conv.copy_cache or conv.cache_was_changed()
+                if self.replay is not None:
+                    self.replay.check_versions()
             self._caches_checked = True
         with torch.no_grad():
             return self._run(x, Phase.KEY)
@@ -333,6 +369,9 @@ class DeltaModel(nn.Module):
 
     def clear(self) -> None:
         """Forget every cached tensor (per-frame modes: back to their fixed keys)."""
+        if self.replay is not None:
+            self.replay.clear()
+        self._key_shape = None
         for _, conv in self.delta_convs():
             conv.a_key = conv.z_key = conv.target = conv.target_input = None
             conv.prediction = conv.forced = None

@@ -7,13 +7,17 @@ are measured on the named device, per candidate at its layer's input shape, and 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nas.budget import CostKind
 from nas.cost import count_macs
+from nas.fold import fold_batchnorms
 from nas.graph import ConvLayer
 from nas.inner import CostTable
 from nas.latency import LatencyTable, conv_key, time_module
+from nas.liveness import NO_CHANGE
 from nas.teachers import Teacher
 from search_spaces import build_candidate, candidate_macs
 
@@ -31,16 +35,11 @@ def macs_table(
     return CostTable(CostKind.MACS, keyframe, other, candidates)
 
 
-def latency_table(
-    teacher: Teacher,
-    layers: list[ConvLayer],
-    names: dict[str, list[str]],
-    size,
-    *,
-    device: torch.device,
-    threads: int,
-) -> CostTable:
-    """Measured seconds of every candidate at its layer's input (cached on disk per device)."""
+def block_latencies(
+    layers: list[ConvLayer], names: dict[str, list[str]], *, device: torch.device, threads: int
+) -> dict[str, dict[str, float]]:
+    """Measured seconds of every candidate alone at its layer's input, times the layer's calls
+    (cached on disk per device)."""
     table = LatencyTable.for_device(device, threads)
     candidates: dict[str, dict[str, float]] = {}
     for layer in layers:
@@ -54,6 +53,33 @@ def latency_table(
 
             seconds = table.get(f"delta:{name}:{conv_key(layer)}", measure)
             candidates[layer.path][name] = seconds * layer.calls
-    keyframe = time_module(teacher.module, (1, 3, *size), device=device, threads=threads).median
-    full = sum(costs["full"] for costs in candidates.values())
-    return CostTable(CostKind.LATENCY, keyframe, max(0.0, keyframe - full), candidates)
+    return candidates
+
+
+def latency_table(
+    teacher: Teacher,
+    layers: list[ConvLayer],
+    names: dict[str, list[str]],
+    size,
+    *,
+    device: torch.device,
+    threads: int,
+) -> CostTable:
+    """Measured seconds of every candidate (`block_latencies`) and of the key frame.
+
+    The key frame is the teacher with its BatchNorms folded, as a delta model runs it. What it
+    runs outside the searched convs (activations, squeeze-excitation, additions) is shared out
+    among the layers by the size of their outputs, which those operations read, and added to
+    each layer's candidates but `zero`: a layer that passes no change leaves what reads its
+    output unchanged, and the built model skips that (`nas.replay`)."""
+    candidates = block_latencies(layers, names, device=device, threads=threads)
+    folded = fold_batchnorms(teacher.module, layers).eval()
+    keyframe = time_module(folded, (1, 3, *size), device=device, threads=threads).median
+    other = max(0.0, keyframe - sum(costs["full"] for costs in candidates.values()))
+    outputs = {layer.path: layer.c_out * math.prod(layer.out_hw) * layer.calls for layer in layers}
+    total = sum(outputs.values())
+    for path, costs in candidates.items():
+        for name in costs:
+            if name != NO_CHANGE:
+                costs[name] += other * outputs[path] / total
+    return CostTable(CostKind.LATENCY, keyframe, 0.0, candidates)

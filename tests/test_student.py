@@ -202,7 +202,9 @@ def test_eval_says_when_the_student_repeats_the_key_frame(tmp_path):
             ]
         }
     )
+    assert build_student(spec, run.teacher).replay is None  # no zero: every module runs
     student = build_student(closed, run.teacher)
+    assert student.replay.paths == ("",)  # nothing can change: the whole network is replayed
     result = evaluate(
         closed, run.teacher, student, "synthetic:frames=8,size=64x96", interval=4,
         max_frames=8, device=torch.device("cpu"),
