@@ -302,6 +302,7 @@ def _cell(value) -> str:
 
 
 def _print_spec_summary(path: Path, trial: int) -> None:
+    from nas.liveness import NO_CHANGE
     from nas.spec import load_spec
 
     spec = load_spec(path)
@@ -317,6 +318,12 @@ def _print_spec_summary(path: Path, trial: int) -> None:
     console.print(
         "layers per candidate kind: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
     )
+    if spec.mode == "delta" and set(kinds) == {NO_CHANGE}:
+        console.print(
+            "warning: every layer is `zero`: between key frames the student repeats the key "
+            "frame's output; raise the budget or lower the key-frame interval for one that "
+            "predicts the change"
+        )
     console.print(f"spec written to {path}")
 
 

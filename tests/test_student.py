@@ -222,6 +222,17 @@ def test_eval_says_when_the_student_repeats_the_key_frame(tmp_path):
             assert torch.equal(step.prediction, key)
 
 
+def test_search_summary_warns_when_every_layer_is_zero(tmp_path, capsys):
+    from nas.cli_study import _print_spec_summary
+
+    path, _ = _spec_with(tmp_path, None)
+    _print_spec_summary(path, 0)
+    assert "warning" not in capsys.readouterr().out
+    zeros, _ = _spec_with(tmp_path / "zeros", "zero")
+    _print_spec_summary(zeros, 0)
+    assert "warning: every layer is `zero`" in " ".join(capsys.readouterr().out.split())
+
+
 def test_train_and_eval_refuse_bad_input(run_nas, tmp_path):
     result = run_nas("train", "--spec", str(tmp_path / "missing.json"))
     assert (
