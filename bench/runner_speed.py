@@ -27,12 +27,16 @@ and counts the blocks that save multiply-adds yet run slower than the conv: savi
 and it gives the layers left `full` as shares of the teacher's conv multiply-adds and conv time
 (layers with few multiply-adds but much time are where a FLOPs budget leaves the time).
 
-Each spec's line also says how many layers run a block on delta frames (`nas.liveness`): a spec
-whose every layer is idle repeats the key frame's output, and its speed-up says nothing of a
-model that predicts anything.
+Each spec's line also says how many layers run a block on delta frames (`nas.liveness`) and
+the search's agreement with the teacher on held-out frames: a spec whose every layer is idle
+repeats the key frame's output, and its speed-up says nothing of a model that predicts
+anything. torchvision's DeepLabV3 has no trained weights here, and with random ones its output
+hardly moves from frame to frame, so a search of it has nothing to learn and a time limit
+finds that repeating the key frame costs nothing in agreement. `--teacher ppocrv4_det --size
+288x640 --budgets half:3,third:6` measures the same on the trained text detector, where it does.
 
     python bench/runner_speed.py [--device cpu|cuda] [--steps 150] [--rounds 5] [--spec S ...]
-                                 [--keep DIR]
+                                 [--keep DIR] [--teacher T --size HxW --budgets B:K,...]
 
 `--keep DIR` writes each searched spec to DIR (or reads it from there when a previous run left
 it), so the timings can be rerun without searching again.
@@ -57,6 +61,7 @@ from nas.latency import fixed_threads, time_module
 from nas.liveness import NO_CHANGE
 from nas.pipeline import SearchOptions, search
 from nas.runner import DeltaRunner
+from nas.sizes import parse_size
 from nas.spec import Spec, load_spec, save_spec
 from nas.student import build_student, idle_layers_of, teacher_for
 from nas.tables import block_latencies, macs_table
@@ -128,8 +133,10 @@ def running_note(spec: Spec) -> str:
     idle = idle_layers_of(spec, build_student(spec, teacher_for(spec)))
     paid = sum(layer.path in idle and layer.candidate != NO_CHANGE for layer in spec.layers)
     running = len(spec.layers) - len(idle)
+    agreement = spec.metrics.get("val_agreement")
     return (
         f"{running} of {len(spec.layers)} layers run a block on delta frames"
+        + (f", agreement with the teacher {agreement:.4f}" if agreement is not None else "")
         + (f" ({paid} idle blocks paid for)" if paid else "")
         + ("; the output repeats the key frame's" if running == 0 else "")
     )
@@ -168,30 +175,44 @@ def paper_savings(spec: Spec, device: torch.device, threads: int) -> tuple:
     )
 
 
+FRACTIONS = {"half": 2, "third": 3}  # budgets as a fraction of the teacher's multiply-adds
+
+
 def searched(
-    budget_text: str, interval: int, steps: int, device: str, *, limited: bool, keep: Path | None
+    teacher_name: str,
+    size: tuple[int, int],
+    budget_text: str,
+    interval: int,
+    steps: int,
+    device: str,
+    *,
+    limited: bool,
+    keep: Path | None,
 ) -> Spec | str:
-    """The spec of a search of `steps` steps at `budget_text` ("third": of the teacher), or why
-    there is none. `limited`: with `--max-latency` at the target, the teacher's time (measured
-    now) over `TARGET` times the budget's multiply-add ratio. `keep`: a folder where the spec is
-    kept (and found again by a later run)."""
-    kept = keep / f"{budget_text}-K{interval}{'-limited' if limited else ''}.json" if keep else None
+    """The spec of a search of `steps` steps at `budget_text` ("half", "third": of the
+    teacher), or why there is none. `limited`: with `--max-latency` at the target, the
+    teacher's time (measured now) over `TARGET` times the budget's multiply-add ratio. `keep`:
+    a folder where the spec is kept (and found again by a later run)."""
+    name = f"{teacher_name}-{budget_text}-K{interval}{'-limited' if limited else ''}.json"
+    kept = keep / name if keep else None
     if kept is not None and kept.exists():
         return load_spec(kept)
-    teacher = load_teacher("deeplabv3", device=device)
-    macs = count_macs(teacher.module, (520, 520))
+    teacher = load_teacher(teacher_name, device=device)
+    macs = count_macs(teacher.module, size)
     budget = (
-        Budget(CostKind.MACS, macs / 3) if budget_text == "third" else parse_budget(budget_text)
+        Budget(CostKind.MACS, macs / FRACTIONS[budget_text])
+        if budget_text in FRACTIONS
+        else parse_budget(budget_text)
     )
     max_latency = None
     if limited:
-        seconds = time_module(teacher.module.eval(), (1, 3, 520, 520), device=device).median
+        seconds = time_module(teacher.module.eval(), (1, 3, *size), device=device).median
         max_latency = f"{1e3 * seconds / (TARGET * macs / budget.value):.1f}ms"
     with tempfile.TemporaryDirectory() as out:
         options = SearchOptions(
-            teacher="deeplabv3", budget=str(budget), max_latency=max_latency,
+            teacher=teacher_name, budget=str(budget), max_latency=max_latency,
             keyframe_interval=interval, steps=steps, device=device, out=out, max_frames=60,
-            val_batches=1,
+            val_batches=1, input_size=f"{size[0]}x{size[1]}",
         )  # fmt: skip
         try:
             spec = search(options).spec
@@ -212,20 +233,39 @@ def main() -> None:
         "--spec", action="append", default=[], help="measure this spec instead of searching"
     )
     parser.add_argument("--keep", type=Path, help="keep the searched specs in this folder")
+    parser.add_argument("--teacher", default="deeplabv3")
+    parser.add_argument("--size", default="520x520")
+    parser.add_argument(
+        "--budgets", default="5GFLOPs:3,third:6",
+        help="budget:interval pairs; a budget is a FLOPs figure, or half / third of the teacher",
+    )  # fmt: skip
     args = parser.parse_args()
+    size = parse_size(args.size)
+    budgets = [
+        (text, int(interval))
+        for text, interval in (pair.split(":") for pair in args.budgets.split(","))
+    ]
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     threads = torch.get_num_threads()
-    print(f"deeplabv3 at 520x520 on {device} ({threads} threads), torch {torch.__version__}")
+    print(
+        f"{args.teacher} at {size[0]}x{size[1]} on {device} ({threads} threads), "
+        f"torch {torch.__version__}"
+    )
     print(
         f"{'spec':30} {'layout':8} {'teacher ms':>10} {'folded ms':>9} {'delta ms':>9} "
         f"{'speed-up':>8} {'MAC ratio':>9} {'share':>6}"
     )
     splits, alone = [], []
+
+    def search_for(budget: str, interval: int, limited: bool) -> Spec | str:
+        where = (args.teacher, size, budget, interval, args.steps, args.device)
+        return searched(*where, limited=limited, keep=args.keep)
+
     specs = [load_spec(path) for path in args.spec] or [
-        searched(budget, interval, args.steps, args.device, limited=limited, keep=args.keep)
-        for budget, interval in (("5GFLOPs", 3), ("third", 6))
+        search_for(budget, interval, limited)
+        for budget, interval in budgets
         for limited in (False, True)
     ]
     for spec in specs:
@@ -234,9 +274,9 @@ def main() -> None:
             continue
         interval = spec.keyframe_interval
         generator = torch.Generator().manual_seed(0)
-        base = torch.randn(1, 3, 520, 520, generator=generator)
+        base = torch.randn(1, 3, *spec.input_size, generator=generator)
         stream = [
-            base + 0.05 * i * torch.randn(1, 3, 520, 520, generator=generator)
+            base + 0.05 * i * torch.randn(1, 3, *spec.input_size, generator=generator)
             for i in range(args.frames)
         ]
         mac_ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
@@ -296,9 +336,10 @@ def main() -> None:
         f"{'other':>6} {'blocks speed-up':>15} {'MAC ratio':>9}"
     )
     for label, layout, (t_in, t_out), (d_in, d_out), block_ratio in splits:
+        faster = f"{t_in / d_in:15.2f}" if d_in else f"{'-':>15}"  # none ran: all replayed
         print(
             f"{label:30} {layout:8} {t_in * 1e3:13.1f} {t_out * 1e3:6.1f} {d_in * 1e3:12.1f} "
-            f"{d_out * 1e3:6.1f} {t_in / d_in:15.2f} {block_ratio}"
+            f"{d_out * 1e3:6.1f} {faster} {block_ratio}"
         )
     print(
         "\nBlocks timed alone (NCHW, the search's latency table), against the teacher's convs "
