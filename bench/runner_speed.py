@@ -59,7 +59,7 @@ from nas.fold import fold_batchnorms
 from nas.graph import layer_graph
 from nas.latency import fixed_threads, time_module
 from nas.liveness import NO_CHANGE
-from nas.pipeline import SearchOptions, search
+from nas.pipeline import SearchOptions, make_spec, prepare, search
 from nas.runner import DeltaRunner
 from nas.sizes import parse_size
 from nas.spec import Spec, load_spec, save_spec
@@ -223,6 +223,28 @@ def searched(
             return f"{budget} <={max_latency} K={interval}: {exc}"
 
 
+def cheapest(teacher_name: str, size: tuple[int, int], interval: int, device: str) -> Spec:
+    """Every layer at its cheapest block (in multiply-adds) that passes a change on: the least a
+    delta model that predicts anything runs on a delta frame."""
+    teacher_macs = count_macs(load_teacher(teacher_name).module, size)
+    with tempfile.TemporaryDirectory() as out:
+        run = prepare(
+            SearchOptions(
+                teacher=teacher_name, budget=f"{teacher_macs / 1e9}GFLOPs",
+                keyframe_interval=interval, device=device, out=out, max_frames=24,
+                input_size=f"{size[0]}x{size[1]}",
+            )
+        )  # fmt: skip
+    picks = {
+        path: min((name for name in costs if name != NO_CHANGE), key=costs.get)
+        for path, costs in run.macs.candidates.items()
+    }
+    spec = make_spec(
+        run.teacher, run.layers, picks, run.macs, run.budget, run.size, run.options, {}
+    )
+    return spec.model_copy(update={"search": spec.search | {"cheapest": True}})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -233,6 +255,10 @@ def main() -> None:
         "--spec", action="append", default=[], help="measure this spec instead of searching"
     )
     parser.add_argument("--keep", type=Path, help="keep the searched specs in this folder")
+    parser.add_argument(
+        "--cheapest", action="store_true",
+        help="also time, at each interval, every layer at its cheapest non-zero block",
+    )  # fmt: skip
     parser.add_argument("--teacher", default="deeplabv3")
     parser.add_argument("--size", default="520x520")
     parser.add_argument(
@@ -268,6 +294,8 @@ def main() -> None:
         for budget, interval in budgets
         for limited in (False, True)
     ]
+    if args.cheapest:
+        specs += [cheapest(args.teacher, size, interval, args.device) for _, interval in budgets]
     for spec in specs:
         if isinstance(spec, str):
             print(f"no spec: {spec}")
@@ -280,7 +308,8 @@ def main() -> None:
             for i in range(args.frames)
         ]
         mac_ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
-        print(f"  {spec.budget.text} K={interval}: {running_note(spec)}")
+        name = "cheapest" if spec.search.get("cheapest") else spec.budget.text
+        print(f"  {name} K={interval}: {running_note(spec)}")
         for layout, memory_format in LAYOUTS.items():
             teacher = teacher_for(spec, device=str(device)).module.to(memory_format=memory_format)
             layers = layer_graph(teacher, spec.input_size)
@@ -320,6 +349,8 @@ def main() -> None:
             speedup = t_teacher / t_delta
             limit = spec.search.get("max_latency")
             label = f"{spec.budget.text}{f' <={limit}' if limit else ''} K={interval}"
+            if spec.search.get("cheapest"):
+                label = f"cheapest K={interval}"
             print(
                 f"{label:30} {layout:8} {t_teacher * 1e3:10.1f} {t_folded * 1e3:9.1f} "
                 f"{t_delta * 1e3:9.1f} {speedup:8.2f} {mac_ratio:9.2f} "
