@@ -58,12 +58,13 @@ from nas.errors import NasError
 from nas.fold import fold_batchnorms
 from nas.graph import layer_graph
 from nas.latency import fixed_threads, time_module
-from nas.liveness import NO_CHANGE
+from nas.liveness import NO_CHANGE, idle_layers, layer_sources
 from nas.pipeline import SearchOptions, make_spec, prepare, search
 from nas.runner import DeltaRunner
 from nas.sizes import parse_size
 from nas.spec import Spec, load_spec, save_spec
 from nas.student import build_student, idle_layers_of, teacher_for
+from nas.supernet import amortised
 from nas.tables import block_latencies, macs_table
 from nas.teachers import load_teacher
 
@@ -245,6 +246,48 @@ def cheapest(teacher_name: str, size: tuple[int, int], interval: int, device: st
     return spec.model_copy(update={"search": spec.search | {"cheapest": True}})
 
 
+def residual_projections(module: torch.nn.Module) -> set[str]:
+    """The last conv of every residual branch (torchvision's inverted residuals that add their
+    input back): with it `zero`, the branch passes no change and is replayed whole."""
+    found = set()
+    for path, sub in module.named_modules():
+        if getattr(sub, "use_res_connect", False) and hasattr(sub, "block"):
+            convs = [p for p, c in sub.block.named_modules() if isinstance(c, torch.nn.Conv2d)]
+            found.add(f"{path}.block.{convs[-1]}")
+    return found
+
+
+def closed_branches(spec: Spec) -> Spec | None:
+    """`spec` with every residual branch closed (its projection `zero`, and the layers that
+    leaves idle): the change reaches the output through the identities alone. None for a
+    teacher without residual branches."""
+    teacher = teacher_for(spec)
+    closing = residual_projections(teacher.module) | {
+        layer.path for layer in spec.layers if layer.candidate == NO_CHANGE
+    }
+    if not closing - {layer.path for layer in spec.layers if layer.candidate == NO_CHANGE}:
+        return None
+    sources = layer_sources(build_student(spec, teacher), tuple(spec.input_size))
+    idle = idle_layers(sources, closing)
+    removed = [layer for layer in spec.layers if layer.path in idle]
+    delta = spec.totals.delta_frame_macs - sum(layer.macs for layer in removed)
+    totals = spec.totals.model_copy(
+        update={
+            "delta_frame_macs": delta,
+            "amortised_macs": amortised(spec.totals.teacher_macs, delta, spec.keyframe_interval),
+            "student_params": spec.totals.student_params - sum(layer.params for layer in removed),
+        }
+    )
+    layers = [
+        layer.model_copy(update={"candidate": NO_CHANGE, "macs": 0, "params": 0})
+        if layer.path in idle
+        else layer
+        for layer in spec.layers
+    ]
+    search = spec.search | {"closed_branches": True}
+    return spec.model_copy(update={"layers": layers, "totals": totals, "search": search})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -258,6 +301,10 @@ def main() -> None:
     parser.add_argument(
         "--cheapest", action="store_true",
         help="also time, at each interval, every layer at its cheapest non-zero block",
+    )  # fmt: skip
+    parser.add_argument(
+        "--closed-branches", action="store_true",
+        help="also time each FLOPs spec with every residual branch closed by a zero",
     )  # fmt: skip
     parser.add_argument("--teacher", default="deeplabv3")
     parser.add_argument("--size", default="520x520")
@@ -294,6 +341,9 @@ def main() -> None:
         for budget, interval in budgets
         for limited in (False, True)
     ]
+    if args.closed_branches:
+        flops = [s for s in specs if not isinstance(s, str) and not s.search.get("max_latency")]
+        specs += [closed for closed in map(closed_branches, flops) if closed is not None]
     if args.cheapest:
         specs += [cheapest(args.teacher, size, interval, args.device) for _, interval in budgets]
     for spec in specs:
@@ -309,6 +359,7 @@ def main() -> None:
         ]
         mac_ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
         name = "cheapest" if spec.search.get("cheapest") else spec.budget.text
+        name += " closed" if spec.search.get("closed_branches") else ""
         print(f"  {name} K={interval}: {running_note(spec)}")
         for layout, memory_format in LAYOUTS.items():
             teacher = teacher_for(spec, device=str(device)).module.to(memory_format=memory_format)
@@ -351,6 +402,8 @@ def main() -> None:
             label = f"{spec.budget.text}{f' <={limit}' if limit else ''} K={interval}"
             if spec.search.get("cheapest"):
                 label = f"cheapest K={interval}"
+            if spec.search.get("closed_branches"):
+                label = f"{spec.budget.text} closed K={interval}"
             print(
                 f"{label:30} {layout:8} {t_teacher * 1e3:10.1f} {t_folded * 1e3:9.1f} "
                 f"{t_delta * 1e3:9.1f} {speedup:8.2f} {mac_ratio:9.2f} "
