@@ -83,7 +83,7 @@ def read_wiring(
 
     def module_out(path: str):
         def hook(module, args, out):
-            tensors = _tensors(out)
+            tensors = output_tensors(out)
             if path in modules or tensors is None:
                 modules[path] = None
                 return
@@ -124,7 +124,7 @@ def read_wiring(
     return Wiring(layers, modules)
 
 
-def _tensors(out) -> list[torch.Tensor] | None:
+def output_tensors(out) -> list[torch.Tensor] | None:
     """The tensors of a module's output (a tensor, or a tuple, list or dict of them)."""
     if isinstance(out, torch.Tensor):
         return [out]

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from nas.liveness import INPUT, NO_CHANGE, Wiring, idle_layers
+from nas.liveness import INPUT, NO_CHANGE, Wiring, idle_layers, output_tensors
 from nas.supernet import DeltaModel
 
 # Modules that compute nothing: replaying one would only add a copy.
@@ -74,12 +74,6 @@ def _copy(out):
     return type(out)(value.clone() for value in out)
 
 
-def _tensors(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    return list(out.values() if isinstance(out, dict) else out)
-
-
 class Replay:
     """The key-frame outputs of the `paths` modules, returned on delta frames instead of running
     them. Outputs the network changes in place after the module returns (a residual `out +=`)
@@ -103,7 +97,7 @@ class Replay:
             def hook(module, args, out):
                 self.outputs[path] = _copy(out) if path in self.copied else out
                 if check:
-                    self._versions[path] = tuple(t._version for t in _tensors(out))
+                    self._versions[path] = tuple(t._version for t in output_tensors(out))
 
             return hook
 
@@ -117,7 +111,7 @@ class Replay:
     def check_versions(self) -> None:
         """After a checking key frame: mark the outputs the network changed in place."""
         for path, versions in self._versions.items():
-            now = tuple(t._version for t in _tensors(self.outputs[path]))
+            now = tuple(t._version for t in output_tensors(self.outputs[path]))
             if now != versions:
                 self.copied.add(path)
         self._versions.clear()
