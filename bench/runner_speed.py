@@ -288,6 +288,17 @@ def closed_branches(spec: Spec) -> Spec | None:
     return spec.model_copy(update={"layers": layers, "totals": totals, "search": search})
 
 
+def label_of(spec: Spec) -> str:
+    """How a spec is named in the tables: its budget (and time limit), or what made it."""
+    interval = spec.keyframe_interval
+    if spec.search.get("cheapest"):
+        return f"cheapest K={interval}"
+    if spec.search.get("closed_branches"):
+        return f"{spec.budget.text} closed K={interval}"
+    limit = spec.search.get("max_latency")
+    return f"{spec.budget.text}{f' <={limit}' if limit else ''} K={interval}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -358,9 +369,8 @@ def main() -> None:
             for i in range(args.frames)
         ]
         mac_ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
-        name = "cheapest" if spec.search.get("cheapest") else spec.budget.text
-        name += " closed" if spec.search.get("closed_branches") else ""
-        print(f"  {name} K={interval}: {running_note(spec)}")
+        label = label_of(spec)
+        print(f"  {label}: {running_note(spec)}")
         for layout, memory_format in LAYOUTS.items():
             teacher = teacher_for(spec, device=str(device)).module.to(memory_format=memory_format)
             layers = layer_graph(teacher, spec.input_size)
@@ -398,12 +408,6 @@ def main() -> None:
                         device, args.rounds,
                     )  # fmt: skip
             speedup = t_teacher / t_delta
-            limit = spec.search.get("max_latency")
-            label = f"{spec.budget.text}{f' <={limit}' if limit else ''} K={interval}"
-            if spec.search.get("cheapest"):
-                label = f"cheapest K={interval}"
-            if spec.search.get("closed_branches"):
-                label = f"{spec.budget.text} closed K={interval}"
             print(
                 f"{label:30} {layout:8} {t_teacher * 1e3:10.1f} {t_folded * 1e3:9.1f} "
                 f"{t_delta * 1e3:9.1f} {speedup:8.2f} {mac_ratio:9.2f} "
