@@ -158,25 +158,53 @@ class DeltaConv(nn.Module):
         # Input changes a - a_k of this frame, shared by the layers that read the same input
         # against the same key (ASPP's parallel branches); set by the model per frame.
         self.shared_deltas: dict | None = None
+        # Inference delta frames write a - a_k into this tensor, kept from frame to frame: a new
+        # tensor of that size each frame costs the CPU more (fresh pages) than the subtraction.
+        self.delta_buffer: torch.Tensor | None = None
+        # Whether the model runs channels-last (set from the frames): an input that arrives in
+        # another layout (a concatenation of mixed layouts) is converted first, as the convs'
+        # kernels for the other layout are several times slower.
+        self.channels_last = False
         self._versions: tuple[int, int] = (0, 0)
 
     def cache_was_changed(self) -> bool:
         """Whether the cached key tensors were modified in place since the key frame."""
         return (self.a_key._version, self.z_key._version) != self._versions
 
+    def _subtract_key(self, a: torch.Tensor) -> torch.Tensor:
+        """a - a_k into this layer's kept buffer (reallocated when the shape or layout moves)."""
+        buffer = self.delta_buffer
+        if (
+            buffer is None
+            or buffer.shape != a.shape
+            or buffer.stride() != a.stride()
+            or buffer.is_inference() != torch.is_inference_mode_enabled()
+        ):
+            buffer = self.delta_buffer = torch.empty_like(a)
+        return torch.sub(a, self.a_key, out=buffer)
+
     def _input_delta(self, a: torch.Tensor) -> torch.Tensor:
-        """a - a_k, computed once per frame for all layers that read `a` against one key."""
+        """a - a_k, computed once per frame for all layers that read `a` against one key
+        (inference only: `shared_deltas` is set on inference delta frames)."""
         if self.shared_deltas is None:
             return a - self.a_key
         key = (id(a), self.a_key.data_ptr(), tuple(self.a_key.shape), self.a_key.stride())
         found = self.shared_deltas.get(key)
         if found is not None and found[0] is a:  # the entry holds `a`, so its id is still a's
             return found[1]
-        delta = a - self.a_key
+        delta = self._subtract_key(a)
         self.shared_deltas[key] = (a, delta)
         return delta
 
+    def _in_layout(self, a: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and a.dim() == 4 and not a.is_contiguous(
+            memory_format=torch.channels_last
+        ):
+            return a.contiguous(memory_format=torch.channels_last)
+        return a
+
     def forward(self, a: torch.Tensor) -> torch.Tensor:
+        a = self._in_layout(a)
         if self.phase is Phase.DELTA:
             self.input_hw = tuple(a.shape[-2:])
             if self.a_key is None or (not self.per_frame and self.a_key.shape != a.shape):
@@ -193,7 +221,10 @@ class DeltaConv(nn.Module):
                     )
                 # The block's output is new: add the key (or bias) into it in place; a per-frame
                 # block takes the input itself (a_k = 0), not a copy of it minus zero.
-                out = self.block(a if self.per_frame else self._input_delta(a))
+                delta = a if self.per_frame else self._input_delta(a)
+                out = self.block(delta)
+                if out is delta:  # a block that hands its input on must not pass the buffer
+                    out = out.clone()
                 if torch.broadcast_shapes(out.shape, self.z_key.shape) != out.shape:
                     return self.z_key + out
                 return out.add_(self.z_key)
@@ -309,10 +340,14 @@ class DeltaModel(nn.Module):
         for sub in self._inplace:
             sub.inplace = inplace
         shared = {} if inplace else None  # input changes shared within this frame only
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not (
+            x.is_contiguous()
+        )
         for _, conv in self.delta_convs():
             conv.phase = phase
             conv.fresh_output = inplace
             conv.shared_deltas = shared
+            conv.channels_last = channels_last
         try:
             with self._replaying(x, phase, inplace, check):
                 out = self.net(x)
@@ -374,7 +409,7 @@ class DeltaModel(nn.Module):
         self._key_shape = None
         for _, conv in self.delta_convs():
             conv.a_key = conv.z_key = conv.target = conv.target_input = None
-            conv.prediction = conv.forced = None
+            conv.prediction = conv.forced = conv.delta_buffer = None
             conv.per_frame = self.per_frame
             if self.per_frame:
                 weight = conv.conv.weight

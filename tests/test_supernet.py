@@ -282,3 +282,71 @@ def test_parallel_branches_share_one_input_change_per_frame():
     # which the other two find.
     assert seen == [1, 2, 2]
     assert all(conv.shared_deltas is None for conv in branches)  # nothing kept past the frame
+
+
+def _lowrank_model(teacher, size):
+    """deeplabv3 with low-rank blocks in the head (a block runs, not a shortcut)."""
+    from search_spaces import build_candidate
+
+    layers = layer_graph(teacher.module, size)
+
+    def make(layer, conv):
+        name = "lowrank_r8" if layer.path.startswith("classifier") else "full"
+        return build_candidate(name, layer, weight=conv.weight.detach())
+
+    return DeltaModel.build(teacher.module, layers, make, output_key="out").eval()
+
+
+def test_channels_last_model_converts_mixed_layout_inputs(deeplab):
+    """ASPP concatenates a channels-last map with an upsampled 1 x 1 one, which comes out NCHW;
+    a channels-last delta model hands its projection a channels-last input, with the same
+    result as the model run in NCHW."""
+    size = (64, 64)
+    g = torch.Generator().manual_seed(3)
+    key = torch.randn(1, 3, *size, generator=g)
+    frame = key + 0.3 * torch.randn(1, 3, *size, generator=g)
+    plain = _lowrank_model(deeplab, size)
+    fast = _lowrank_model(deeplab, size).to(memory_format=torch.channels_last)
+    seen = []
+    project = fast.net.get_submodule("classifier.0.project.0")
+    project.block.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    with torch.inference_mode():
+        plain.key_frame(key)
+        expected = plain.delta_frame(frame)
+        fast.key_frame(key.to(memory_format=torch.channels_last))
+        got = fast.delta_frame(frame.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert seen == [True]
+    # Unconverted, the concatenation really is NCHW: the conversion is what made it so.
+    cat = []
+    fast.net.get_submodule("classifier.0.project").register_forward_pre_hook(
+        lambda module, args: cat.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    with torch.inference_mode():
+        fast.delta_frame(frame.to(memory_format=torch.channels_last))
+    assert cat == [False]
+
+
+def test_inference_delta_frames_reuse_one_input_change_buffer(deeplab):
+    """The input change of a block's layer is written into the same tensor on every delta frame,
+    and the outputs are those of the subtraction done afresh (the search's no-buffer path)."""
+    size = (64, 64)
+    model = _lowrank_model(deeplab, size)
+    g = torch.Generator().manual_seed(4)
+    key, *frames = (torch.randn(1, 3, *size, generator=g) for _ in range(3))
+    layer = model.net.get_submodule("classifier.1")
+    with torch.inference_mode():
+        model.key_frame(key)
+        outs, pointers = [], []
+        for frame in frames:
+            outs.append(model.delta_frame(frame))
+            pointers.append(layer.delta_buffer.data_ptr())
+    assert pointers[0] == pointers[1]
+    with torch.enable_grad():  # no buffer, no sharing: every layer subtracts afresh
+        model.key_frame(key)
+        for frame, out in zip(frames, outs, strict=True):
+            torch.testing.assert_close(model.delta_frame(frame).detach(), out)
+    model.clear()
+    assert layer.delta_buffer is None
