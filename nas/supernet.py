@@ -197,8 +197,10 @@ class DeltaConv(nn.Module):
         return delta
 
     def _in_layout(self, a: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and a.dim() == 4 and not a.is_contiguous(
-            memory_format=torch.channels_last
+        if (
+            self.channels_last
+            and a.dim() == 4
+            and not a.is_contiguous(memory_format=torch.channels_last)
         ):
             return a.contiguous(memory_format=torch.channels_last)
         return a
