@@ -27,6 +27,16 @@ and counts the blocks that save multiply-adds yet run slower than the conv: savi
 and it gives the layers left `full` as shares of the teacher's conv multiply-adds and conv time
 (layers with few multiply-adds but much time are where a FLOPs budget leaves the time).
 
+Multiply-adds are counted as torchvision counts them, which includes the products of kernel
+taps with zero padding. The channels-last CPU kernels skip those, and in DeepLabV3's atrous
+pyramid at 520x520 they are nearly half the teacher's count (`nas.cost.padding_macs`); so each
+line also gives the ratio of the multiply-adds the two models execute (padding products left
+out) and the speed-up as a share of that. The second table adds the share a delta model would
+reach if its blocks ran at the teacher convs' own pace (ms per executed multiply-add, measured
+in the same layout) with the key frame at the folded teacher's time and what it runs outside the blocks as
+measured: a share the target would need
+blocks faster per multiply-add than the teacher's convs to pass.
+
 Each spec's line also says how many layers run a block on delta frames (`nas.liveness`) and
 the search's agreement with the teacher on held-out frames: a spec whose every layer is idle
 repeats the key frame's output, and its speed-up says nothing of a model that predicts
@@ -53,7 +63,7 @@ from pathlib import Path
 import torch
 
 from nas.budget import Budget, CostKind, parse_budget
-from nas.cost import count_macs
+from nas.cost import count_macs, padding_macs
 from nas.errors import NasError
 from nas.fold import fold_batchnorms
 from nas.graph import layer_graph
@@ -67,6 +77,7 @@ from nas.student import build_student, idle_layers_of, teacher_for
 from nas.supernet import amortised
 from nas.tables import block_latencies, macs_table
 from nas.teachers import load_teacher
+from search_spaces import build_candidate
 
 TARGET = 0.8  # the wall-clock speed-up asked for, as a share of the multiply-add ratio
 
@@ -127,6 +138,25 @@ def split_time(model, convs, frame, device: torch.device, rounds: int) -> tuple[
             h.remove()
     median_in = statistics.median(inside[1:])
     return median_in, statistics.median(total[1:]) - median_in
+
+
+def executed(spec: Spec) -> tuple[float, float, float]:
+    """The multiply-adds the teacher and a delta frame of `spec` execute (their counts less the
+    products with zero padding), and the teacher's that its convs execute."""
+    teacher = teacher_for(spec)
+    size = tuple(spec.input_size)
+    layers = {layer.path: layer for layer in layer_graph(teacher.module, size)}
+    teacher_padding = padding_macs(teacher.module, (1, 3, *size))
+    delta = 0
+    for choice in spec.layers:
+        if choice.candidate == NO_CHANGE:
+            continue
+        layer = layers[choice.path]
+        block = build_candidate(choice.candidate, layer)
+        padding = padding_macs(block, (1, layer.c_in, *layer.in_hw)) * layer.calls
+        delta += choice.macs - padding
+    conv_macs = sum(layer.macs for layer in layers.values())
+    return spec.totals.teacher_macs - teacher_padding, delta, conv_macs - teacher_padding
 
 
 def running_note(spec: Spec) -> str:
@@ -339,7 +369,7 @@ def main() -> None:
     )
     print(
         f"{'spec':30} {'layout':8} {'teacher ms':>10} {'folded ms':>9} {'delta ms':>9} "
-        f"{'speed-up':>8} {'MAC ratio':>9} {'share':>6}"
+        f"{'speed-up':>8} {'MAC ratio':>9} {'share':>6} {'executed':>8} {'share':>6}"
     )
     splits, alone = [], []
 
@@ -369,6 +399,8 @@ def main() -> None:
             for i in range(args.frames)
         ]
         mac_ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
+        teacher_run, delta_run, convs_run = executed(spec)
+        run_ratio = teacher_run / amortised(teacher_run, delta_run, interval)
         label = label_of(spec)
         print(f"  {label}: {running_note(spec)}")
         for layout, memory_format in LAYOUTS.items():
@@ -411,23 +443,28 @@ def main() -> None:
             print(
                 f"{label:30} {layout:8} {t_teacher * 1e3:10.1f} {t_folded * 1e3:9.1f} "
                 f"{t_delta * 1e3:9.1f} {speedup:8.2f} {mac_ratio:9.2f} "
-                f"{100 * speedup / mac_ratio:5.0f}%"
+                f"{100 * speedup / mac_ratio:5.0f}% {run_ratio:8.2f} "
+                f"{100 * speedup / run_ratio:5.0f}%"
             )
             conv_macs = sum(layer.macs for layer in layers)
             block_macs = sum(choice.macs for choice in spec.layers)
             block_ratio = f"{conv_macs / block_macs:9.2f}" if block_macs else f"{'-':>9}"
-            splits.append((label, layout, teacher_split, delta_split, block_ratio))
+            # Blocks at the teacher convs' pace, all else as measured: the share that reaches.
+            pace = teacher_split[0] / convs_run
+            paced = amortised(t_folded, delta_split[1] + delta_run * pace, interval)
+            paced_share = t_teacher / paced / mac_ratio
+            splits.append((label, layout, teacher_split, delta_split, block_ratio, paced_share))
         alone.append((label, paper_savings(spec, device, threads)))
     print("\nWhere a frame's time goes (ms per frame; teacher BN folded, one delta frame):")
     print(
         f"{'spec':30} {'layout':8} {'teacher convs':>13} {'other':>6} {'delta blocks':>12} "
-        f"{'other':>6} {'blocks speed-up':>15} {'MAC ratio':>9}"
+        f"{'other':>6} {'blocks speed-up':>15} {'MAC ratio':>9} {'share at teacher pace':>21}"
     )
-    for label, layout, (t_in, t_out), (d_in, d_out), block_ratio in splits:
+    for label, layout, (t_in, t_out), (d_in, d_out), block_ratio, paced_share in splits:
         faster = f"{t_in / d_in:15.2f}" if d_in else f"{'-':>15}"  # none ran: all replayed
         print(
             f"{label:30} {layout:8} {t_in * 1e3:13.1f} {t_out * 1e3:6.1f} {d_in * 1e3:12.1f} "
-            f"{d_out * 1e3:6.1f} {faster} {block_ratio}"
+            f"{d_out * 1e3:6.1f} {faster} {block_ratio} {100 * paced_share:20.0f}%"
         )
     print(
         "\nBlocks timed alone (NCHW, the search's latency table), against the teacher's convs "

@@ -4,6 +4,13 @@ Multiply-adds are counted as torchvision counts them: conv and linear (matmul) m
 which is `torch.utils.flop_counter` divided by 2. In this toolkit "FLOPs" means that number
 (the convention of torchvision, fvcore and the Delta Distillation paper); "GMACs" is a synonym.
 Counting runs on `meta` tensors, so it takes a fraction of a second at any input size.
+
+That count includes the products of a kernel tap with a conv's zero padding, which a fast
+kernel (oneDNN's, channels-last) never computes. For most networks they are a few percent; for
+DeepLabV3's atrous pyramid at output stride 16 they are most of it (at 520x520 the rate-36
+branch's off-centre taps read nothing but padding on its 33x33 map). `padding_macs` counts
+them, so that what a network executes, `count_macs - padding_macs`, can be set beside what it
+is said to cost.
 """
 
 from __future__ import annotations
@@ -104,3 +111,73 @@ def cost_report(module: nn.Module, input_size: tuple[int, int]) -> CostReport:
         params=count_params(module),
         layers=tuple(seen.graph.conv_layers()),
     )
+
+
+def _axis_taps(size: int, kernel: int, stride: int, before: int, after: int, dilation: int) -> int:
+    """Pairs (output position, kernel tap) along one axis whose tap reads the input, not the
+    `before` / `after` zero padding."""
+    out = (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
+    return sum(
+        0 <= o * stride - before + j * dilation < size for o in range(out) for j in range(kernel)
+    )
+
+
+def _padding(conv: nn.Conv2d) -> list[tuple[int, int]]:
+    """(before, after) zero padding per spatial axis, whatever form the conv was given it in."""
+    if conv.padding_mode != "zeros":  # reflected or replicated padding is read like the input
+        return [(0, 0), (0, 0)]
+    if conv.padding == "valid":
+        return [(0, 0), (0, 0)]
+    if conv.padding == "same":
+        totals = [d * (k - 1) for k, d in zip(conv.kernel_size, conv.dilation, strict=True)]
+        return [(t // 2, t - t // 2) for t in totals]
+    return [(p, p) for p in conv.padding]
+
+
+def conv_padding_macs(conv: nn.Conv2d, in_hw: tuple[int, int]) -> int:
+    """Multiply-adds of one call of `conv` on an `in_hw` input that multiply zero padding."""
+    read = every = 1
+    for n, k, s, (before, after), d in zip(
+        in_hw, conv.kernel_size, conv.stride, _padding(conv), conv.dilation, strict=True
+    ):
+        read *= _axis_taps(n, k, s, before, after, d)
+        every *= ((n + before + after - d * (k - 1) - 1) // s + 1) * k  # outputs x taps
+    return (every - read) * (conv.in_channels // conv.groups) * conv.out_channels
+
+
+class _PaddingProducts:
+    """Forward hooks on every conv of a module, adding up the products with padding."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.macs = 0
+        self._hooks: list = []
+
+    def _seen(self, conv: nn.Conv2d, args, out) -> None:
+        batch = args[0].shape[0] if args[0].dim() == 4 else 1
+        self.macs += batch * conv_padding_macs(conv, tuple(args[0].shape[-2:]))
+
+    def __enter__(self) -> _PaddingProducts:
+        self._hooks = [
+            m.register_forward_hook(self._seen)
+            for m in self.module.modules()
+            if isinstance(m, nn.Conv2d)
+        ]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
+def padding_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one pass on an input of `input_shape` (N, C, H, W) that `count_macs`
+    counts but that multiply a conv's zero padding: work a kernel may skip."""
+    _, seen = traced_forward(module, tuple(input_shape), lambda: _PaddingProducts(module))
+    return seen.macs
+
+
+def executed_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one pass that read the input: the counter's, less `padding_macs`."""
+    _, counter = traced_forward(module, tuple(input_shape), _counter)
+    return counter.get_total_flops() // 2 - padding_macs(module, input_shape)
