@@ -33,9 +33,9 @@ pyramid at 520x520 they are nearly half the teacher's count (`nas.cost.padding_m
 line also gives the ratio of the multiply-adds the two models execute (padding products left
 out) and the speed-up as a share of that. The second table adds the share a delta model would
 reach if its blocks ran at the teacher convs' own pace (ms per executed multiply-add, measured
-in the same layout) with the key frame at the folded teacher's time and what it runs outside the blocks as
-measured: a share the target would need
-blocks faster per multiply-add than the teacher's convs to pass.
+in the same layout), its key frame at the folded teacher's time and what it runs outside the
+blocks as measured: where that is short of the target, only blocks faster per multiply-add than
+the teacher's own convs could meet it.
 
 Each spec's line also says how many layers run a block on delta frames (`nas.liveness`) and
 the search's agreement with the teacher on held-out frames: a spec whose every layer is idle

@@ -122,7 +122,7 @@ def cost(
 ) -> None:
     """Multiply-adds (GFLOPs), parameters and, optionally, latency of a teacher."""
     from nas.budget import CostKind, parse_budget
-    from nas.cost import cost_report
+    from nas.cost import cost_report, padding_macs
     from nas.latency import conv_latencies, default_threads, parse_device, time_module
     from nas.sizes import check_multiple, parse_size
     from nas.teachers import load_teacher
@@ -155,6 +155,12 @@ def cost(
     summary.add_row("parameters", f"{report.params:,}")
     summary.add_row(
         "conv layers", f"{len(report.layers)}  ({_gflops(report.conv_macs)} GFLOPs in convs)"
+    )
+    padding = padding_macs(model.module, (1, 3, *size))
+    summary.add_row(
+        "zero padding",
+        f"{_gflops(padding)} GFLOPs of those multiply zero padding "
+        f"({100 * padding / report.macs:.1f}%; channels-last CPU kernels skip them)",
     )
     timings = {}
     if device is not None:

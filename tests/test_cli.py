@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from nas.cost import count_macs
+from nas.cost import count_macs, padding_macs
 from nas.teachers import load_teacher
 
 # torchvision's published multiply-adds (GFLOPS column) and parameters at 1x3x520x520, aux head on.
@@ -38,6 +38,16 @@ def test_cost_without_aux_head(run_nas, name):
     assert result.returncode == 0, result.stderr
     assert field(result.stdout, "GFLOPs") == INFERENCE[name]
     assert field(result.stdout, "input") == "1x3x520x520"
+
+
+def test_cost_names_the_products_with_zero_padding(run_nas):
+    """deeplabv3 at 520x520: nearly half its count multiplies padding (its atrous pyramid)."""
+    result = run_nas("cost", "--teacher", "deeplabv3")
+    assert result.returncode == 0, result.stderr
+    module = load_teacher("deeplabv3", device="meta").module
+    expected = padding_macs(module, (1, 3, 520, 520))
+    assert field(result.stdout, "zero padding") == f"{expected / 1e9:,.3f}"
+    assert 0.4 < expected / count_macs(module, (520, 520)) < 0.5
 
 
 def test_teachers_table(run_nas):
