@@ -32,6 +32,10 @@ SPEC = typer.Option(..., "--spec", help="spec.json written by nas search.")
 WEIGHTS = typer.Option(None, "--weights", help="student.pt from nas train.")
 KEYFRAME_INTERVAL = typer.Option(None, "--keyframe-interval", "-k", help="Default: the spec's.")
 DEVICE = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available).")
+LAYOUT = typer.Option(
+    "auto", "--layout", help="nhwc (channels-last), nchw, or auto: nhwc on the CPU, where convs "
+    "run faster in it.",
+)  # fmt: skip
 TEACHER_WEIGHTS = typer.Option(None, "--teacher-weights", help="State dict file (torch.save).")
 
 
@@ -294,21 +298,27 @@ def infer(
     ),
     device: str | None = DEVICE,
     teacher_weights: Path | None = TEACHER_WEIGHTS,
+    layout: str = LAYOUT,
 ) -> None:
     """Run a student on a video with key frames; write its predictions as masks or a video."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nas.data import open_video, resize_crop
     from nas.infer import to_mask, writer_for
-    from nas.runner import DeltaRunner
+    from nas.latency import resolve_device
+    from nas.runner import DeltaRunner, layout_for
     from nas.student import load_student
 
+    channels_last = layout_for(resolve_device(device), layout)
     spec, teacher, student, dev = load_student(
         spec_path, weights=weights, teacher_weights=teacher_weights, device=device
     )
     source = open_video(video, max_frames=max_frames)
     runner = DeltaRunner(
-        student, interval=keyframe_interval or spec.keyframe_interval, adaptive_threshold=adaptive
+        student,
+        interval=keyframe_interval or spec.keyframe_interval,
+        adaptive_threshold=adaptive,
+        channels_last=channels_last,
     )
     size = tuple(spec.teacher_input_size or spec.input_size)
     writer = writer_for(out)
@@ -354,6 +364,7 @@ def evaluate_command(
     out: Path | None = typer.Option(
         None, "--out", help="CSV file (default: eval.csv beside the spec)."
     ),
+    layout: str = LAYOUT,
 ) -> None:
     """Teacher against student on a video: GFLOPs, latency, agreement, TC, mIoU; one table."""
     import csv
@@ -361,20 +372,25 @@ def evaluate_command(
 
     from nas.evaluate import evaluate
     from nas.io import atomic_write_text
+    from nas.latency import resolve_device
+    from nas.runner import layout_for
     from nas.student import load_student
 
+    channels_last = layout_for(resolve_device(device), layout)
     spec, teacher, student, dev = load_student(
         spec_path, weights=weights, teacher_weights=teacher_weights, device=device
     )
     interval = keyframe_interval or spec.keyframe_interval
     with console.status("evaluating teacher and student on the video"):
         result = evaluate(
-            spec, teacher, student, video, interval=interval, max_frames=max_frames, device=dev
-        )
+            spec, teacher, student, video, interval=interval, max_frames=max_frames, device=dev,
+            channels_last=channels_last,
+        )  # fmt: skip
     table = Table(
         title=f"{spec.teacher.name} against its {spec.mode} student, {result.frames} frames, "
         + (f"key frame every {interval}" if spec.interval else "no key frames")
-        + f" on {dev}",
+        + f" on {dev}"
+        + (" (channels-last)" if channels_last else ""),
         title_justify="left",
     )
     for column in ("metric", "teacher", "student"):

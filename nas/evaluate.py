@@ -21,7 +21,7 @@ import torch
 
 from evaluators import ByDistance, SegmentationMetric, TemporalConsistency
 from nas.data import open_video, resize_crop
-from nas.runner import DeltaRunner
+from nas.runner import DeltaRunner, in_layout
 from nas.spec import Spec
 from nas.student import idle_layers_of
 from nas.supernet import DeltaModel, amortised
@@ -51,13 +51,17 @@ def evaluate(
     max_frames: int | None,
     device: torch.device,
     skip_frames: int = 0,
+    channels_last: bool = False,
 ) -> EvalResult:
     """Run teacher and student over the video and measure both (see module docstring);
-    `skip_frames` first frames are left out (say, those a student was trained on)."""
+    `skip_frames` first frames are left out (say, those a student was trained on).
+    `channels_last`: both models run in that layout (`nas.runner.layout_for`)."""
     limit = None if max_frames is None else skip_frames + max_frames
     source = open_video(video, max_frames=limit)
     kind, classes = teacher.output_kind, teacher.num_classes
-    runner = DeltaRunner(student, interval=interval)
+    if channels_last:
+        teacher.module.to(memory_format=torch.channels_last)
+    runner = DeltaRunner(student, interval=interval, channels_last=channels_last)
     tc_teacher, tc_student = TemporalConsistency(kind, classes), TemporalConsistency(kind, classes)
     use_labels = source.has_labels and source.num_classes == classes
     seg_teacher = SegmentationMetric(classes) if use_labels else None
@@ -69,7 +73,7 @@ def evaluate(
     previous = None
     for frame in itertools.islice(source.frames(), skip_frames, None):
         frame = resize_crop(frame, tuple(spec.teacher_input_size or spec.input_size))
-        x = teacher.input_spec.normalize(frame.image[None].to(device))
+        x = in_layout(teacher.input_spec.normalize(frame.image[None].to(device)), channels_last)
         with torch.inference_mode():
             _sync(device)
             start = time.perf_counter()

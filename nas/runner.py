@@ -6,6 +6,10 @@ come every `interval` frames, or, with an adaptive schedule, whenever the input 
 far from the last key frame (a scene cut, a fast pan), and at the latest every `max_interval`.
 A student of the per-frame modes has no key frames: it runs alone on every frame.
 
+`channels_last=True` runs the student and its frames in the channels-last (NHWC) layout, in
+which CPU convolutions (oneDNN) run much faster than in NCHW; `layout_for(device, "auto")`
+chooses it on the CPU.
+
     runner = DeltaRunner(student, interval=3)
     for out in runner.run(frames):            # normalised N x 3 x H x W tensors, in order
         out.prediction, out.is_key, out.distance
@@ -20,6 +24,20 @@ import torch
 
 from nas.errors import NasError
 from nas.supernet import DeltaModel
+
+LAYOUTS = ("auto", "nchw", "nhwc")
+
+
+def layout_for(device: torch.device, layout: str = "auto") -> bool:
+    """Whether to run channels-last: `nhwc`, `nchw`, or `auto` (channels-last on the CPU)."""
+    if layout not in LAYOUTS:
+        raise NasError(f"unknown layout '{layout}': expected one of {', '.join(LAYOUTS)}")
+    return layout == "nhwc" or (layout == "auto" and device.type == "cpu")
+
+
+def in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A batch of frames in the layout the models run in."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @dataclass(frozen=True)
@@ -43,12 +61,16 @@ class DeltaRunner:
         *,
         interval: int,
         adaptive_threshold: float | None = None,
+        channels_last: bool = False,
     ) -> None:
         if interval < 1:
             raise NasError(f"invalid key-frame interval {interval}: expected an integer >= 1")
         if adaptive_threshold is not None and adaptive_threshold <= 0:
             raise NasError(f"invalid adaptive threshold {adaptive_threshold}: expected > 0")
         self.student = student.eval()
+        self.channels_last = channels_last
+        if channels_last:
+            self.student.to(memory_format=torch.channels_last)
         self.interval = interval
         self.adaptive_threshold = adaptive_threshold
         self.key_input: torch.Tensor | None = None
@@ -71,6 +93,7 @@ class DeltaRunner:
 
     def step(self, x: torch.Tensor) -> Step:
         """One frame: the teacher on a key frame, the delta blocks otherwise."""
+        x = in_layout(x, self.channels_last)
         with torch.inference_mode():
             if self.student.per_frame:  # per-frame modes: the student alone on every frame
                 return Step(self.student.delta_frame(x), False, 0, 0.0)

@@ -55,6 +55,39 @@ def test_all_full_spec_reproduces_teacher_on_every_frame(tmp_path):
     assert keys == 3  # frames 0, 4, 8 of 12
 
 
+def test_channels_last_runner_matches_the_nchw_runner(tmp_path):
+    """The same student run channels-last (as `auto` does on the CPU) gives the NCHW runner's
+    predictions, an all-`full` one the teacher's, and keeps its outputs' shape."""
+    frames = [f[None] for f in _frames(8)]
+    for candidate in ("full", None):
+        path, run = _spec_with(tmp_path / str(candidate), candidate)
+        spec = load_spec(path)
+        inputs = [run.teacher.input_spec.normalize(f) for f in frames]
+        plain = list(DeltaRunner(build_student(spec, run.teacher), interval=3).run(inputs))
+        student = build_student(spec, run.teacher)
+        fast = list(DeltaRunner(student, interval=3, channels_last=True).run(inputs))
+        first = next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d)).weight
+        assert first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+        for a, b, x in zip(plain, fast, inputs, strict=True):
+            assert (a.is_key, a.distance) == (b.is_key, b.distance)
+            torch.testing.assert_close(b.prediction, a.prediction, atol=1e-4, rtol=1e-4)
+            if candidate == "full":
+                with torch.no_grad():
+                    expected = run.teacher(x)
+                torch.testing.assert_close(b.prediction, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_layouts_are_chosen_by_device_and_checked():
+    from nas.runner import layout_for
+
+    assert layout_for(torch.device("cpu")) is True
+    assert layout_for(torch.device("cuda")) is False
+    assert layout_for(torch.device("cpu"), "nchw") is False
+    assert layout_for(torch.device("cuda"), "nhwc") is True
+    with pytest.raises(NasError, match="unknown layout 'NHWCX': expected one of auto, nchw, nhwc"):
+        layout_for(torch.device("cpu"), "NHWCX")
+
+
 def test_spec_round_trips_and_rebuilds_the_same_student(tmp_path):
     path, run = _spec_with(tmp_path, None)
     spec = load_spec(path)
@@ -175,6 +208,7 @@ def test_eval_prints_and_writes_the_table(run_nas, tmp_path):
     video = "synthetic:frames=16,size=64x96"
     result = run_nas("eval", "--spec", str(spec), "--video", video, "--device", "cpu")
     assert result.returncode == 0, result.stderr
+    assert "(channels-last)" in result.stdout  # the CPU's faster layout, for both models
     rows = {r[0]: r for r in csv.reader((tmp_path / "eval.csv").open())}
     teacher_gflops = float(rows["GFLOPs amortised"][1])
     student_gflops = float(rows["GFLOPs amortised"][2])
@@ -243,6 +277,9 @@ def test_train_and_eval_refuse_bad_input(run_nas, tmp_path):
     spec, _ = _spec_with(tmp_path, None)
     result = run_nas("eval", "--spec", str(spec), "--video", str(tmp_path / "nope.mp4"))
     assert result.returncode == 2 and "nope.mp4" in result.stderr
+    assert result.stderr.count("\n") == 1
+    result = run_nas("eval", "--spec", str(spec), "--layout", "nhw")
+    assert result.returncode == 2 and "unknown layout 'nhw'" in result.stderr
     assert result.stderr.count("\n") == 1
 
 
