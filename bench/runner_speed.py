@@ -13,7 +13,8 @@ it) is timed beside it.
 
 Each budget is searched twice: with the FLOPs budget alone, and with `--max-latency` beside it
 at the target itself (the teacher's time, measured before the search, over 80% of the budget's
-multiply-add ratio; the search measures in the default NCHW layout). A FLOPs budget alone
+multiply-add ratio; both measured in the search's default layout, channels-last on the CPU,
+as `nas eval` runs the student). A FLOPs budget alone
 removes the multiply-adds that are cheapest to remove, which on a CPU is not where the time
 goes; the limit makes the search pay for time as well.
 
@@ -70,7 +71,7 @@ from nas.graph import layer_graph
 from nas.latency import fixed_threads, time_module
 from nas.liveness import NO_CHANGE, idle_layers, layer_sources
 from nas.pipeline import SearchOptions, make_spec, prepare, search
-from nas.runner import DeltaRunner
+from nas.runner import DeltaRunner, layout_for
 from nas.sizes import parse_size
 from nas.spec import Spec, load_spec, save_spec
 from nas.student import build_student, idle_layers_of, teacher_for
@@ -237,7 +238,10 @@ def searched(
     )
     max_latency = None
     if limited:
-        seconds = time_module(teacher.module.eval(), (1, 3, *size), device=device).median
+        channels_last = layout_for(torch.device(device))  # the layout the search measures in
+        seconds = time_module(
+            teacher.module.eval(), (1, 3, *size), device=device, channels_last=channels_last
+        ).median
         max_latency = f"{1e3 * seconds / (TARGET * macs / budget.value):.1f}ms"
     with tempfile.TemporaryDirectory() as out:
         options = SearchOptions(

@@ -33,9 +33,11 @@ WEIGHTS = typer.Option(None, "--weights", help="student.pt from nas train.")
 KEYFRAME_INTERVAL = typer.Option(None, "--keyframe-interval", "-k", help="Default: the spec's.")
 DEVICE = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available).")
 LAYOUT = typer.Option(
-    "auto", "--layout", help="nhwc (channels-last), nchw, or auto: nhwc on the CPU, where convs "
-    "run faster in it.",
-)  # fmt: skip
+    "auto",
+    "--layout",
+    help="nhwc (channels-last), nchw, or auto: nhwc on the CPU, where convs run faster in it. "
+    "The student runs in it, and a search measures latencies in it.",
+)
 TEACHER_WEIGHTS = typer.Option(None, "--teacher-weights", help="State dict file (torch.save).")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from nas.cli import DEVICE, TEACHER_WEIGHTS, app, console
+from nas.cli import DEVICE, LAYOUT, TEACHER_WEIGHTS, app, console
 from nas.errors import NasError
 
 RUN = typer.Argument(..., help="Run folder of a study (written by nas search).")
@@ -134,6 +134,7 @@ def search(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every random draw."),
     device: str | None = DEVICE,
+    layout: str = LAYOUT,
     teacher_weights: Path | None = TEACHER_WEIGHTS,
     num_classes: int | None = typer.Option(
         None,
@@ -158,12 +159,14 @@ def search(
     from nas.budget import parse_budget
     from nas.hpo import SAMPLERS, StudyOptions, run_study
     from nas.pipeline import SearchOptions
+    from nas.runner import check_layout
     from nas.spec import MODES
 
     parse_budget(budget)  # checked before any work
     if mode not in MODES:
         raise NasError(f"invalid --mode '{mode}': expected one of {', '.join(MODES)}")
     SAMPLERS.canonical(sampler)
+    check_layout(layout)
     if storage is not None and study is None:
         raise NasError("--storage needs --study NAME: every worker must name the same study")
     interval = _choice_or_auto(keyframe_interval, "--keyframe-interval", int)
@@ -191,6 +194,7 @@ def search(
                 beta=beta,
                 seed=seed,
                 device=device,
+                layout=layout,
                 out=str(run),
             ),
             trials=trials,

@@ -102,12 +102,21 @@ def measure(
 
 
 def time_module(
-    module: nn.Module, input_shape: tuple[int, ...], *, device: torch.device | str = "cpu", **kw
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    device: torch.device | str = "cpu",
+    channels_last: bool = False,
+    **kw,
 ) -> Timing:
-    """Latency of one forward pass of `module` on a random input of `input_shape`."""
+    """Latency of one forward pass of `module` on a random input of `input_shape`;
+    `channels_last`: module (converted in place) and input in that layout."""
     device = torch.device(device)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(input_shape, generator=generator).to(device)
+    if channels_last and x.dim() == 4:
+        module.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     return measure(lambda: module(x), device=device, **kw)
 
 

@@ -21,14 +21,24 @@ from nas.supernet import amortised
 
 
 def measure_delta_latency(
-    net: Supernet, picks: dict[str, str], size, *, device: torch.device, threads: int
+    net: Supernet,
+    picks: dict[str, str],
+    size,
+    *,
+    device: torch.device,
+    threads: int,
+    channels_last: bool = False,
 ) -> tuple[float, float]:
     """Measured seconds of a key frame and of a delta frame of the delta model with `picks`,
-    which skips what its `zero`s leave unchanged (`nas.replay`), as the built student does."""
+    which skips what its `zero`s leave unchanged (`nas.replay`), as the built student does;
+    `channels_last`: in that layout (the model is put back in NCHW after)."""
     generator = torch.Generator().manual_seed(0)
     x_key = torch.randn(1, 3, *size, generator=generator)
     x_t = (x_key + 0.1 * torch.randn(1, 3, *size, generator=generator)).to(device)
     x_key = x_key.to(device)
+    if channels_last:
+        x_key, x_t = (x.contiguous(memory_format=torch.channels_last) for x in (x_key, x_t))
+        net.model.to(memory_format=torch.channels_last)
     net.fix(picks)
     net.model.eval()
     net.model.use_replay(replay_for(net.model, net.wiring, picks))
@@ -38,6 +48,8 @@ def measure_delta_latency(
     finally:
         net.fix(None)
         net.model.use_replay(None)
+        if channels_last:
+            net.model.to(memory_format=torch.contiguous_format)
     return key, delta
 
 
@@ -54,6 +66,7 @@ def fit_measured_latency(
     margin: float = 0.02,
     limited: Budget | None = None,
     table: CostTable | None = None,
+    channels_last: bool = False,
 ) -> tuple[dict[str, str], dict[str, float]]:
     """Check a latency budget end to end; where the table was optimistic, correct it, re-export.
 
@@ -69,7 +82,9 @@ def fit_measured_latency(
     table = table or net.table
     best = float("inf")
     for attempt in range(1, rounds + 1):
-        key, delta = measure_delta_latency(net, picks, size, device=device, threads=threads)
+        key, delta = measure_delta_latency(
+            net, picks, size, device=device, threads=threads, channels_last=channels_last
+        )
         measured = amortised(key, delta, interval)
         best = min(best, measured)
         if measured <= latency.value:

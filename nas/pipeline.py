@@ -45,6 +45,7 @@ from nas.latency import (
 )
 from nas.latency_check import fit_measured_latency
 from nas.liveness import NO_CHANGE
+from nas.runner import layout_for
 from nas.sizes import check_multiple, parse_size, scaled_size
 from nas.spec import BudgetRef, LayerShape, Spec, SpecLayer, TeacherRef, Totals, save_spec
 from nas.supernet import amortised
@@ -98,6 +99,9 @@ class SearchOptions(BaseModel):
     seed: int = 0
     device: str | None = None  # cpu or cuda; default: cuda when available
     threads: int | None = None
+    # The layout latencies are measured in: as `nas eval` and `nas infer` run the student
+    # (auto: channels-last on the CPU, `nas.runner.layout_for`).
+    layout: str = Field(default="auto", pattern="^(auto|nchw|nhwc)$")
     out: str | None = None
 
     @property
@@ -169,6 +173,11 @@ class Prepared:
     val: ClipSampler
     limit: Budget | None = None  # --max-latency, beside a FLOPs budget
     limit_costs: CostTable | None = None  # measured seconds, with `limit`
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether latencies are measured channels-last (`SearchOptions.layout`)."""
+        return layout_for(self.device, self.options.layout)
 
     @property
     def limits(self) -> list[tuple[CostTable, Budget]]:
@@ -313,16 +322,19 @@ def prepare(options: SearchOptions) -> Prepared:
     if options.mode != "delta":  # no key frame to fall back on: `zero` would predict nothing
         names = {path: [n for n in found if n != NO_CHANGE] for path, found in names.items()}
     macs = macs_table(teacher, layers, names, student_size)
+    timed = {
+        "device": device,
+        "threads": threads,
+        "channels_last": layout_for(device, options.layout),
+    }
     if budget.kind is CostKind.LATENCY:
-        costs = latency_table(teacher, layers, names, student_size, device=device, threads=threads)
+        costs = latency_table(teacher, layers, names, student_size, **timed)
     else:
         costs = macs
     check_budget(costs, budget, options.interval)
     limit_costs = None
     if limit is not None:
-        limit_costs = latency_table(
-            teacher, layers, names, student_size, device=device, threads=threads
-        )
+        limit_costs = latency_table(teacher, layers, names, student_size, **timed)
         check_budget(limit_costs, limit, options.interval)
 
     train, val = video_clips(
@@ -425,6 +437,7 @@ def search(
             threads=run.threads,
             limited=run.limit,
             table=run.limit_costs,
+            channels_last=run.channels_last,
         )
         metrics |= measured
     metrics |= validate(net, run.teacher, run.val_batches(), picks)
@@ -500,6 +513,7 @@ def make_spec(
             "search_space": options.search_space,
             "video": options.video,
             "input_scale": options.input_scale,
+            "layout": options.layout,
         }
         | ({"max_latency": options.max_latency} if options.max_latency else {}),
         seed=options.seed,

@@ -28,10 +28,15 @@ from nas.supernet import DeltaModel
 LAYOUTS = ("auto", "nchw", "nhwc")
 
 
-def layout_for(device: torch.device, layout: str = "auto") -> bool:
-    """Whether to run channels-last: `nhwc`, `nchw`, or `auto` (channels-last on the CPU)."""
+def check_layout(layout: str) -> str:
     if layout not in LAYOUTS:
         raise NasError(f"unknown layout '{layout}': expected one of {', '.join(LAYOUTS)}")
+    return layout
+
+
+def layout_for(device: torch.device, layout: str = "auto") -> bool:
+    """Whether to run channels-last: `nhwc`, `nchw`, or `auto` (channels-last on the CPU)."""
+    check_layout(layout)
     return layout == "nhwc" or (layout == "auto" and device.type == "cpu")
 
 

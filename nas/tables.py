@@ -36,11 +36,17 @@ def macs_table(
 
 
 def block_latencies(
-    layers: list[ConvLayer], names: dict[str, list[str]], *, device: torch.device, threads: int
+    layers: list[ConvLayer],
+    names: dict[str, list[str]],
+    *,
+    device: torch.device,
+    threads: int,
+    channels_last: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Measured seconds of every candidate alone at its layer's input, times the layer's calls
-    (cached on disk per device)."""
+    (cached on disk per device, and per layout: channels-last entries end in `:nhwc`)."""
     table = LatencyTable.for_device(device, threads)
+    layout = ":nhwc" if channels_last else ""
     candidates: dict[str, dict[str, float]] = {}
     for layer in layers:
         candidates[layer.path] = {}
@@ -49,9 +55,12 @@ def block_latencies(
             def measure(name=name, layer=layer) -> float:
                 block = build_candidate(name, layer).to(device)
                 shape = (1, layer.c_in, *layer.in_hw)
-                return time_module(block, shape, device=device, threads=threads, repeats=5).median
+                return time_module(
+                    block, shape, device=device, threads=threads, repeats=5,
+                    channels_last=channels_last,
+                ).median  # fmt: skip
 
-            seconds = table.get(f"delta:{name}:{conv_key(layer)}", measure)
+            seconds = table.get(f"delta:{name}:{conv_key(layer)}{layout}", measure)
             candidates[layer.path][name] = seconds * layer.calls
     return candidates
 
@@ -64,17 +73,23 @@ def latency_table(
     *,
     device: torch.device,
     threads: int,
+    channels_last: bool = False,
 ) -> CostTable:
-    """Measured seconds of every candidate (`block_latencies`) and of the key frame.
+    """Measured seconds of every candidate (`block_latencies`) and of the key frame, in the
+    layout the student will run in (`channels_last`).
 
     The key frame is the teacher with its BatchNorms folded, as a delta model runs it. What it
     runs outside the searched convs (activations, squeeze-excitation, additions) is shared out
     among the layers by the size of their outputs, which those operations read, and added to
     each layer's candidates but `zero`: a layer that passes no change leaves what reads its
     output unchanged, and the built model skips that (`nas.replay`)."""
-    candidates = block_latencies(layers, names, device=device, threads=threads)
+    candidates = block_latencies(
+        layers, names, device=device, threads=threads, channels_last=channels_last
+    )
     folded = fold_batchnorms(teacher.module, layers).eval()
-    keyframe = time_module(folded, (1, 3, *size), device=device, threads=threads).median
+    keyframe = time_module(
+        folded, (1, 3, *size), device=device, threads=threads, channels_last=channels_last
+    ).median
     other = max(0.0, keyframe - sum(costs["full"] for costs in candidates.values()))
     outputs = {layer.path: layer.c_out * math.prod(layer.out_hw) * layer.calls for layer in layers}
     total = sum(outputs.values())

@@ -39,6 +39,18 @@ def test_time_module_scales_with_work():
     assert 0 < t_small < t_large
 
 
+def test_time_module_times_the_channels_last_layout_when_asked():
+    seen = []
+    conv = nn.Conv2d(4, 8, 3, padding=1)
+    conv.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    time_module(conv, (1, 4, 16, 16), warmup=1, repeats=1, threads=1)
+    time_module(conv, (1, 4, 16, 16), warmup=1, repeats=1, threads=1, channels_last=True)
+    assert seen == [False, False, True, True]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_table_measures_once_and_persists(tmp_path):
     path = tmp_path / "lat.json"
     table = LatencyTable(path)

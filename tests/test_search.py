@@ -77,12 +77,22 @@ def test_nan_stops_the_run_without_a_spec(tmp_path):
     assert not (tmp_path / "run" / "spec.json").exists()
 
 
-def test_latency_budget_checked_end_to_end(tmp_path, monkeypatch):
+def _timed_keys(cache) -> list[str]:
+    (table,) = (cache / "latency").iterdir()  # the per-candidate table is on disk
+    return [key for key in json.loads(table.read_text())["entries"] if key.startswith("delta:")]
+
+
+@pytest.mark.parametrize("layout", ["auto", "nchw"])
+def test_latency_budget_checked_end_to_end(tmp_path, monkeypatch, layout):
+    """Latencies are measured in the layout the student will run in: on the CPU, `auto` is
+    channels-last (the table's entries say so), as `nas eval` and `nas infer` run it."""
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    result = _run(tmp_path, budget="1s")
+    result = _run(tmp_path, budget="1s", layout=layout)
     metrics = result.spec.metrics
     assert metrics["amortised_ms"] <= 1000.0 and metrics["keyframe_ms"] > 0
-    assert any((tmp_path / "cache" / "latency").iterdir())  # the per-candidate table is on disk
+    assert result.spec.search["layout"] == layout
+    keys = _timed_keys(tmp_path / "cache")
+    assert keys and all(key.endswith(":nhwc") == (layout == "auto") for key in keys)
 
 
 def test_latency_limit_beside_a_flops_budget(tmp_path, monkeypatch):
