@@ -158,9 +158,6 @@ class DeltaConv(nn.Module):
         # Input changes a - a_k of this frame, shared by the layers that read the same input
         # against the same key (ASPP's parallel branches); set by the model per frame.
         self.shared_deltas: dict | None = None
-        # Inference delta frames write a - a_k into this tensor, kept from frame to frame: a new
-        # tensor of that size each frame costs the CPU more (fresh pages) than the subtraction.
-        self.delta_buffer: torch.Tensor | None = None
         # Whether the model runs channels-last (set from the frames): an input that arrives in
         # another layout (a concatenation of mixed layouts) is converted first, as the convs'
         # kernels for the other layout are several times slower.
@@ -171,28 +168,15 @@ class DeltaConv(nn.Module):
         """Whether the cached key tensors were modified in place since the key frame."""
         return (self.a_key._version, self.z_key._version) != self._versions
 
-    def _subtract_key(self, a: torch.Tensor) -> torch.Tensor:
-        """a - a_k into this layer's kept buffer (reallocated when the shape or layout moves)."""
-        buffer = self.delta_buffer
-        if (
-            buffer is None
-            or buffer.shape != a.shape
-            or buffer.stride() != a.stride()
-            or buffer.is_inference() != torch.is_inference_mode_enabled()
-        ):
-            buffer = self.delta_buffer = torch.empty_like(a)
-        return torch.sub(a, self.a_key, out=buffer)
-
     def _input_delta(self, a: torch.Tensor) -> torch.Tensor:
-        """a - a_k, computed once per frame for all layers that read `a` against one key
-        (inference only: `shared_deltas` is set on inference delta frames)."""
+        """a - a_k, computed once per frame for all layers that read `a` against one key."""
         if self.shared_deltas is None:
             return a - self.a_key
         key = (id(a), self.a_key.data_ptr(), tuple(self.a_key.shape), self.a_key.stride())
         found = self.shared_deltas.get(key)
         if found is not None and found[0] is a:  # the entry holds `a`, so its id is still a's
             return found[1]
-        delta = self._subtract_key(a)
+        delta = a - self.a_key
         self.shared_deltas[key] = (a, delta)
         return delta
 
@@ -223,10 +207,7 @@ class DeltaConv(nn.Module):
                     )
                 # The block's output is new: add the key (or bias) into it in place; a per-frame
                 # block takes the input itself (a_k = 0), not a copy of it minus zero.
-                delta = a if self.per_frame else self._input_delta(a)
-                out = self.block(delta)
-                if out is delta:  # a block that hands its input on must not pass the buffer
-                    out = out.clone()
+                out = self.block(a if self.per_frame else self._input_delta(a))
                 if torch.broadcast_shapes(out.shape, self.z_key.shape) != out.shape:
                     return self.z_key + out
                 return out.add_(self.z_key)
@@ -411,7 +392,7 @@ class DeltaModel(nn.Module):
         self._key_shape = None
         for _, conv in self.delta_convs():
             conv.a_key = conv.z_key = conv.target = conv.target_input = None
-            conv.prediction = conv.forced = conv.delta_buffer = None
+            conv.prediction = conv.forced = None
             conv.per_frame = self.per_frame
             if self.per_frame:
                 weight = conv.conv.weight
