@@ -125,6 +125,9 @@ def cost(
     budget: str | None = typer.Option(
         None, "--budget", help="Compare with a budget, e.g. 5GFLOPs or 40ms."
     ),
+    layout: str = typer.Option(
+        "nchw", "--layout", help="Layout latency is measured in: nchw (as shipped) or nhwc."
+    ),
 ) -> None:
     """Multiply-adds (GFLOPs), parameters and, optionally, latency of a teacher."""
     from nas.budget import CostKind, parse_budget
@@ -135,6 +138,9 @@ def cost(
 
     size = parse_size(input_size) if input_size is not None else None
     device = parse_device(latency) if latency is not None else None
+    if layout not in ("nchw", "nhwc"):
+        raise NasError(f"unknown layout '{layout}': expected nchw or nhwc")
+    channels_last = layout == "nhwc"
     limit = parse_budget(budget) if budget is not None else None
     if limit is not None and limit.kind is CostKind.LATENCY and device is None:
         raise NasError(
@@ -171,14 +177,19 @@ def cost(
     timings = {}
     if device is not None:
         threads = threads or default_threads()
-        whole = time_module(model.module, (1, 3, *size), device=device, threads=threads)
+        whole = time_module(
+            model.module, (1, 3, *size), device=device, threads=threads,
+            channels_last=channels_last,
+        )  # fmt: skip
         summary.add_row(
-            f"latency ({device}, {threads} threads)",
+            f"latency ({device}, {layout}, {threads} threads)",
             f"{whole.median * 1e3:.2f} ms median of {whole.repeats} "
             f"(range {whole.low * 1e3:.2f}-{whole.high * 1e3:.2f})",
         )
         if per_layer:
-            timings = conv_latencies(report.layers, device=device, threads=threads)
+            timings = conv_latencies(
+                report.layers, device=device, threads=threads, channels_last=channels_last
+            )
     if limit is not None:
         actual = whole.median if limit.kind is CostKind.LATENCY else report.macs
         summary.add_row(f"budget {limit}", _budget_verdict(limit.value / actual))

@@ -186,11 +186,14 @@ def conv_latencies(
     table: LatencyTable | None = None,
     warmup: int = 2,
     repeats: int = 5,
+    channels_last: bool = False,
 ) -> dict[str, float]:
-    """Seconds per call of every conv layer on `device`, from (and into) the disk table."""
+    """Seconds per call of every conv layer on `device`, from (and into) the disk table;
+    `channels_last`: timed in that layout (entries ending in `:nhwc`)."""
     device = torch.device(device)
     threads = threads or default_threads()
     table = table or LatencyTable.for_device(device, threads)
+    layout = ":nhwc" if channels_last else ""
     result = {}
     for layer in layers:
 
@@ -198,8 +201,9 @@ def conv_latencies(
             conv = conv_for(layer, bias=layer.bias, device=device)
             shape = (1, layer.c_in, *layer.in_hw)
             return time_module(
-                conv, shape, device=device, warmup=warmup, repeats=repeats, threads=threads
-            ).median
+                conv, shape, device=device, warmup=warmup, repeats=repeats, threads=threads,
+                channels_last=channels_last,
+            ).median  # fmt: skip
 
-        result[layer.path] = table.get(conv_key(layer), timed)
+        result[layer.path] = table.get(conv_key(layer) + layout, timed)
     return result

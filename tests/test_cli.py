@@ -75,7 +75,7 @@ def test_per_layer_with_latency_and_budget(run_nas):
     layer_rows = [line for line in result.stdout.splitlines() if re.match(r"│\s+\d+ │", line)]
     assert len(layer_rows) == 66
     assert re.search(
-        r"^latency \(cpu, 1 threads\)\s+\d+\.\d+ ms median", result.stdout, re.MULTILINE
+        r"^latency \(cpu, nchw, 1 threads\)\s+\d+\.\d+ ms median", result.stdout, re.MULTILINE
     )
     assert "backbone.0.0" in layer_rows[0] and "yes" in layer_rows[0]  # BN folded into the stem
     macs = count_macs(load_teacher("lraspp_mobilenet_v3_large", device="meta").module, (128, 128))
@@ -118,6 +118,7 @@ def _other_arch_weights(tmp_path):
             "does not fit teacher deeplabv3_mobilenet_v3_large",
         ),
         (["cost", "--latency", "tpu"], "unknown device 'tpu'"),
+        (["cost", "--latency", "cpu", "--layout", "hwc"], "unknown layout 'hwc'"),
         (["cost", "--teacher", "onnx:missing.onnx"], "ONNX file 'missing.onnx' does not exist"),
         (["cost", "--budget", "40ms"], "needs a device to measure on"),
     ],

@@ -80,6 +80,10 @@ def test_conv_latencies_per_layer_cached(tiny_net, tmp_path):
     assert set(table.entries) == {conv_key(layer) for layer in layers}
     again = conv_latencies(layers, table=LatencyTable(tmp_path / "t.json"), threads=1)
     assert again == first  # read back from disk, not re-measured
+    conv_latencies(layers, table=table, threads=1, repeats=2, warmup=1, channels_last=True)
+    assert set(table.entries) == {
+        conv_key(layer) + suffix for layer in layers for suffix in ("", ":nhwc")
+    }
 
 
 def test_conv_key_names_shape_and_input():
