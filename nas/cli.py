@@ -126,21 +126,23 @@ def cost(
         None, "--budget", help="Compare with a budget, e.g. 5GFLOPs or 40ms."
     ),
     layout: str = typer.Option(
-        "nchw", "--layout", help="Layout latency is measured in: nchw (as shipped) or nhwc."
+        "nchw",
+        "--layout",
+        help="Layout latency is measured in: nchw (as shipped), nhwc, or auto (nhwc on the CPU).",
     ),
 ) -> None:
     """Multiply-adds (GFLOPs), parameters and, optionally, latency of a teacher."""
     from nas.budget import CostKind, parse_budget
     from nas.cost import cost_report, padding_macs
     from nas.latency import conv_latencies, default_threads, parse_device, time_module
+    from nas.runner import check_layout, layout_for
     from nas.sizes import check_multiple, parse_size
     from nas.teachers import load_teacher
 
     size = parse_size(input_size) if input_size is not None else None
     device = parse_device(latency) if latency is not None else None
-    if layout not in ("nchw", "nhwc"):
-        raise NasError(f"unknown layout '{layout}': expected nchw or nhwc")
-    channels_last = layout == "nhwc"
+    check_layout(layout)
+    channels_last = device is not None and layout_for(device, layout)
     limit = parse_budget(budget) if budget is not None else None
     if limit is not None and limit.kind is CostKind.LATENCY and device is None:
         raise NasError(
@@ -182,7 +184,7 @@ def cost(
             channels_last=channels_last,
         )  # fmt: skip
         summary.add_row(
-            f"latency ({device}, {layout}, {threads} threads)",
+            f"latency ({device}, {'nhwc' if channels_last else 'nchw'}, {threads} threads)",
             f"{whole.median * 1e3:.2f} ms median of {whole.repeats} "
             f"(range {whole.low * 1e3:.2f}-{whole.high * 1e3:.2f})",
         )

@@ -175,9 +175,3 @@ def padding_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     counts but that multiply a conv's zero padding: work a kernel may skip."""
     _, seen = traced_forward(module, tuple(input_shape), lambda: _PaddingProducts(module))
     return seen.macs
-
-
-def executed_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-adds of one pass that read the input: the counter's, less `padding_macs`."""
-    _, counter = traced_forward(module, tuple(input_shape), _counter)
-    return counter.get_total_flops() // 2 - padding_macs(module, input_shape)

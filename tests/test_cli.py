@@ -118,7 +118,7 @@ def _other_arch_weights(tmp_path):
             "does not fit teacher deeplabv3_mobilenet_v3_large",
         ),
         (["cost", "--latency", "tpu"], "unknown device 'tpu'"),
-        (["cost", "--latency", "cpu", "--layout", "hwc"], "unknown layout 'hwc'"),
+        (["cost", "--latency", "cpu", "--layout", "hwc"], "unknown layout 'hwc': expected one of"),
         (["cost", "--teacher", "onnx:missing.onnx"], "ONNX file 'missing.onnx' does not exist"),
         (["cost", "--budget", "40ms"], "needs a device to measure on"),
     ],

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.cost import conv_macs, conv_padding_macs, count_macs, executed_macs, padding_macs
+from nas.cost import conv_macs, conv_padding_macs, count_macs, padding_macs
 from nas.graph import layer_graph
 from nas.teachers import load_teacher
 
@@ -51,7 +51,7 @@ def test_no_padding_or_read_padding_has_no_padding_products():
 def test_deeplab_rate_36_branch_executes_its_centre_tap_only():
     """At 520 x 520 the map is 33 x 33: the rate-36 conv reads the input with its centre tap
     alone, so it executes exactly the multiply-adds of a 1 x 1 conv; the network's padding
-    products are its convs' own, and executed + padding is the count."""
+    products are its convs' own."""
     teacher = load_teacher("deeplabv3")
     size = (520, 520)
     layers = {layer.path: layer for layer in layer_graph(teacher.module, size)}
@@ -66,5 +66,4 @@ def test_deeplab_rate_36_branch_executes_its_centre_tap_only():
         for p, layer in layers.items()
     )
     assert total == by_layer
-    assert executed_macs(teacher.module, (1, 3, *size)) == count_macs(teacher.module, size) - total
     assert total > 0.4 * count_macs(teacher.module, size)  # the pyramid: most of the network
