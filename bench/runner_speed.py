@@ -69,9 +69,10 @@ from nas.errors import NasError
 from nas.fold import fold_batchnorms
 from nas.graph import layer_graph
 from nas.latency import fixed_threads, time_module
+from nas.layout import layout_for
 from nas.liveness import NO_CHANGE, idle_layers, layer_sources
 from nas.pipeline import SearchOptions, make_spec, prepare, search
-from nas.runner import DeltaRunner, layout_for
+from nas.runner import DeltaRunner
 from nas.sizes import parse_size
 from nas.spec import Spec, load_spec, save_spec
 from nas.student import build_student, idle_layers_of, teacher_for

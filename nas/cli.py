@@ -135,7 +135,7 @@ def cost(
     from nas.budget import CostKind, parse_budget
     from nas.cost import cost_report, padding_macs
     from nas.latency import conv_latencies, default_threads, parse_device, time_module
-    from nas.runner import check_layout, layout_for
+    from nas.layout import check_layout, layout_for
     from nas.sizes import check_multiple, parse_size
     from nas.teachers import load_teacher
 
@@ -321,7 +321,8 @@ def infer(
     from nas.data import open_video, resize_crop
     from nas.infer import to_mask, writer_for
     from nas.latency import resolve_device
-    from nas.runner import DeltaRunner, layout_for
+    from nas.layout import layout_for
+    from nas.runner import DeltaRunner
     from nas.student import load_student
 
     channels_last = layout_for(resolve_device(device), layout)
@@ -388,7 +389,7 @@ def evaluate_command(
     from nas.evaluate import evaluate
     from nas.io import atomic_write_text
     from nas.latency import resolve_device
-    from nas.runner import layout_for
+    from nas.layout import layout_for
     from nas.student import load_student
 
     channels_last = layout_for(resolve_device(device), layout)

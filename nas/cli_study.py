@@ -158,8 +158,8 @@ def search(
 
     from nas.budget import parse_budget
     from nas.hpo import SAMPLERS, StudyOptions, run_study
+    from nas.layout import check_layout
     from nas.pipeline import SearchOptions
-    from nas.runner import check_layout
     from nas.spec import MODES
 
     parse_budget(budget)  # checked before any work

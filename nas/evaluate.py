@@ -21,7 +21,8 @@ import torch
 
 from evaluators import ByDistance, SegmentationMetric, TemporalConsistency
 from nas.data import open_video, resize_crop
-from nas.runner import DeltaRunner, in_layout
+from nas.layout import in_layout
+from nas.runner import DeltaRunner
 from nas.spec import Spec
 from nas.student import idle_layers_of
 from nas.supernet import DeltaModel, amortised
@@ -55,7 +56,7 @@ def evaluate(
 ) -> EvalResult:
     """Run teacher and student over the video and measure both (see module docstring);
     `skip_frames` first frames are left out (say, those a student was trained on).
-    `channels_last`: both models run in that layout (`nas.runner.layout_for`)."""
+    `channels_last`: both models run in that layout (`nas.layout.layout_for`)."""
     limit = None if max_frames is None else skip_frames + max_frames
     source = open_video(video, max_frames=limit)
     kind, classes = teacher.output_kind, teacher.num_classes

@@ -24,6 +24,7 @@ from torch import nn
 from nas.errors import NasError
 from nas.graph import ConvLayer, conv_for
 from nas.io import atomic_write_json, cache_dir
+from nas.layout import in_layout
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,9 @@ def time_module(
     device = torch.device(device)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(input_shape, generator=generator).to(device)
-    if channels_last and x.dim() == 4:
+    if channels_last:
         module.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = in_layout(x, channels_last)
     return measure(lambda: module(x), device=device, **kw)
 
 

@@ -16,6 +16,7 @@ from nas.budget import Budget
 from nas.errors import NasError
 from nas.inner import CostTable, Supernet
 from nas.latency import measure
+from nas.layout import in_layout
 from nas.replay import replay_for
 from nas.supernet import amortised
 
@@ -37,7 +38,7 @@ def measure_delta_latency(
     x_t = (x_key + 0.1 * torch.randn(1, 3, *size, generator=generator)).to(device)
     x_key = x_key.to(device)
     if channels_last:
-        x_key, x_t = (x.contiguous(memory_format=torch.channels_last) for x in (x_key, x_t))
+        x_key, x_t = (in_layout(x, channels_last) for x in (x_key, x_t))
         net.model.to(memory_format=torch.channels_last)
     net.fix(picks)
     net.model.eval()

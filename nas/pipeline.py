@@ -44,8 +44,8 @@ from nas.latency import (
     resolve_device,
 )
 from nas.latency_check import fit_measured_latency
+from nas.layout import layout_for
 from nas.liveness import NO_CHANGE
-from nas.runner import layout_for
 from nas.sizes import check_multiple, parse_size, scaled_size
 from nas.spec import BudgetRef, LayerShape, Spec, SpecLayer, TeacherRef, Totals, save_spec
 from nas.supernet import amortised
@@ -100,7 +100,7 @@ class SearchOptions(BaseModel):
     device: str | None = None  # cpu or cuda; default: cuda when available
     threads: int | None = None
     # The layout latencies are measured in: as `nas eval` and `nas infer` run the student
-    # (auto: channels-last on the CPU, `nas.runner.layout_for`).
+    # (auto: channels-last on the CPU, `nas.layout.layout_for`).
     layout: str = Field(default="auto", pattern="^(auto|nchw|nhwc)$")
     out: str | None = None
 

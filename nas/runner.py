@@ -7,8 +7,7 @@ far from the last key frame (a scene cut, a fast pan), and at the latest every `
 A student of the per-frame modes has no key frames: it runs alone on every frame.
 
 `channels_last=True` runs the student and its frames in the channels-last (NHWC) layout, in
-which CPU convolutions (oneDNN) run much faster than in NCHW; `layout_for(device, "auto")`
-chooses it on the CPU.
+which CPU convolutions run much faster than in NCHW (`nas.layout`).
 
     runner = DeltaRunner(student, interval=3)
     for out in runner.run(frames):            # normalised N x 3 x H x W tensors, in order
@@ -23,26 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from nas.errors import NasError
+from nas.layout import in_layout
 from nas.supernet import DeltaModel
-
-LAYOUTS = ("auto", "nchw", "nhwc")
-
-
-def check_layout(layout: str) -> str:
-    if layout not in LAYOUTS:
-        raise NasError(f"unknown layout '{layout}': expected one of {', '.join(LAYOUTS)}")
-    return layout
-
-
-def layout_for(device: torch.device, layout: str = "auto") -> bool:
-    """Whether to run channels-last: `nhwc`, `nchw`, or `auto` (channels-last on the CPU)."""
-    check_layout(layout)
-    return layout == "nhwc" or (layout == "auto" and device.type == "cpu")
-
-
-def in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """A batch of frames in the layout the models run in."""
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @dataclass(frozen=True)

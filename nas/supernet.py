@@ -34,6 +34,7 @@ from torch import nn
 
 from nas.fold import fold_batchnorms
 from nas.graph import ConvLayer
+from nas.layout import in_layout, is_channels_last
 from nas.resample import bilinear
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class DeltaConv(nn.Module):
         self.shared_deltas: dict | None = None
         # Whether the model runs channels-last (set from the frames): an input that arrives in
         # another layout (a concatenation of mixed layouts) is converted first, as the convs'
-        # kernels for the other layout are several times slower.
+        # kernels are slower in the other layout (`nas.layout`).
         self.channels_last = False
         self._versions: tuple[int, int] = (0, 0)
 
@@ -180,17 +181,8 @@ class DeltaConv(nn.Module):
         self.shared_deltas[key] = (a, delta)
         return delta
 
-    def _in_layout(self, a: torch.Tensor) -> torch.Tensor:
-        if (
-            self.channels_last
-            and a.dim() == 4
-            and not a.is_contiguous(memory_format=torch.channels_last)
-        ):
-            return a.contiguous(memory_format=torch.channels_last)
-        return a
-
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        a = self._in_layout(a)
+        a = in_layout(a, self.channels_last)
         if self.phase is Phase.DELTA:
             self.input_hw = tuple(a.shape[-2:])
             if self.a_key is None or (not self.per_frame and self.a_key.shape != a.shape):
@@ -323,9 +315,7 @@ class DeltaModel(nn.Module):
         for sub in self._inplace:
             sub.inplace = inplace
         shared = {} if inplace else None  # input changes shared within this frame only
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not (
-            x.is_contiguous()
-        )
+        channels_last = is_channels_last(x)
         for _, conv in self.delta_convs():
             conv.phase = phase
             conv.fresh_output = inplace

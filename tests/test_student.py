@@ -78,7 +78,7 @@ def test_channels_last_runner_matches_the_nchw_runner(tmp_path):
 
 
 def test_layouts_are_chosen_by_device_and_checked():
-    from nas.runner import layout_for
+    from nas.layout import layout_for
 
     assert layout_for(torch.device("cpu")) is True
     assert layout_for(torch.device("cuda")) is False
