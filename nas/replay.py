@@ -89,13 +89,18 @@ class Replay:
         self.outputs.clear()
 
     @contextmanager
-    def recording(self, net: nn.Module, *, check: bool = False):
+    def recording(self, net: nn.Module, *, check: bool = False, kept: set[int] | None = None):
         """Keep each module's output of this (key) frame. `check`: outside inference mode, also
-        note the versions of the outputs, for `check_versions` after the frame."""
+        note the versions of the outputs, for `check_versions` after the frame. `kept`: a set
+        the storages of the kept outputs are added to."""
 
         def keep(path: str):
             def hook(module, args, out):
                 self.outputs[path] = _copy(out) if path in self.copied else out
+                if kept is not None:
+                    kept.update(
+                        t.untyped_storage().data_ptr() for t in output_tensors(self.outputs[path])
+                    )
                 if check:
                     self._versions[path] = tuple(t._version for t in output_tensors(out))
 

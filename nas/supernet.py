@@ -159,6 +159,10 @@ class DeltaConv(nn.Module):
         # Input changes a - a_k of this frame, shared by the layers that read the same input
         # against the same key (ASPP's parallel branches); set by the model per frame.
         self.shared_deltas: dict | None = None
+        # Storages of the tensors kept from an inference key frame, shared by the model's layers
+        # and its replay: in-place activations must not write into them (set per key frame).
+        self.kept: set[int] | None = None
+        self.kept_less = False  # whether the last key frame kept only what inference reads
         # Whether the model runs channels-last (set from the frames): an input that arrives in
         # another layout (a concatenation of mixed layouts) is converted first, as the convs'
         # kernels are slower in the other layout (`nas.layout`).
@@ -181,22 +185,38 @@ class DeltaConv(nn.Module):
         self.shared_deltas[key] = (a, delta)
         return delta
 
+    def _keep_for_inference(self, a: torch.Tensor, z: torch.Tensor, shortcut: str) -> None:
+        """An inference key frame keeps only what the layer's inference shortcut reads: nothing
+        for `conv` (delta frames rerun the conv), the output alone for `key`. What is not kept
+        is not held across frames, and the activation after it may run in place."""
+        self.a_key = None
+        self.z_key = None
+        self.kept_less = True
+        if shortcut == "key":
+            self.z_key = z.clone() if self.copy_cache else z
+            self.kept.add(self.z_key.untyped_storage().data_ptr())
+
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         a = in_layout(a, self.channels_last)
+        shortcut = getattr(self.block, "delta_shortcut", None)
         if self.phase is Phase.DELTA:
             self.input_hw = tuple(a.shape[-2:])
+            inference = not torch.is_grad_enabled()
+            if inference and shortcut == "conv":  # z_k + W(a - a_k) = W a + b, exactly
+                return self.conv(a)
+            if inference and shortcut == "key" and self.z_key is not None:  # z_k + 0
+                return self.z_key.clone() if self.copy_cache or self.fresh_output else self.z_key
             if self.a_key is None or (not self.per_frame and self.a_key.shape != a.shape):
                 raise RuntimeError(
-                    "delta frame without a matching key frame: run the key frame first"
-                )
-            if not torch.is_grad_enabled():  # inference: the same result with less work
-                shortcut = getattr(self.block, "delta_shortcut", None)
-                if shortcut == "conv":  # z_k + W(a - a_k) = W a + b, exactly
-                    return self.conv(a)
-                if shortcut == "key":  # z_k + 0 (a copy if the network writes to it)
-                    return (
-                        self.z_key.clone() if self.copy_cache or self.fresh_output else self.z_key
+                    "delta frame without a matching key frame: "
+                    + (
+                        "a key frame run in inference mode keeps only what inference needs; "
+                        "run it outside to train"
+                        if self.kept_less
+                        else "run the key frame first"
                     )
+                )
+            if inference:  # the same result with less work
                 # The block's output is new: add the key (or bias) into it in place; a per-frame
                 # block takes the input itself (a_k = 0), not a copy of it minus zero.
                 out = self.block(a if self.per_frame else self._input_delta(a))
@@ -211,10 +231,16 @@ class DeltaConv(nn.Module):
             return z.clone()
         z = self.conv(a)
         if self.phase is Phase.KEY:
+            if self.kept is not None and shortcut is not None:
+                self._keep_for_inference(a, z, shortcut)
+                return z
+            self.kept_less = False
             if self.copy_cache:
                 self.a_key, self.z_key = a.detach().clone(), z.detach().clone()
             else:
                 self.a_key, self.z_key = a.detach(), z.detach()
+            if self.kept is not None:
+                self.kept.update(t.untyped_storage().data_ptr() for t in (self.a_key, self.z_key))
             if not z.is_inference():  # inference tensors keep no version counter
                 self._versions = (self.a_key._version, self.z_key._version)
         else:
@@ -292,26 +318,55 @@ class DeltaModel(nn.Module):
     def delta_convs(self) -> list[tuple[ConvLayer, DeltaConv]]:
         return [(layer, self.net.get_submodule(layer.path)) for layer in self.layers]
 
-    def _replaying(self, x: torch.Tensor, phase: Phase, inplace: bool, check: bool):
+    def _replaying(self, phase: Phase, inplace: bool, check: bool, kept: set[int] | None):
         """Recording the replayed modules' outputs on key frames; replaying them on delta frames
         at inference (in training every layer runs: its prediction is needed)."""
         if self.replay is None or self.per_frame:
             return contextlib.nullcontext()
         if phase is Phase.KEY:
-            self._key_shape = tuple(x.shape)
-            return self.replay.recording(self.net, check=check)
+            return self.replay.recording(self.net, check=check, kept=kept)
         if phase is Phase.DELTA and inplace:
-            if self._key_shape != tuple(x.shape):
-                raise RuntimeError(
-                    "delta frame without a matching key frame: run the key frame first"
-                )
             return self.replay.replaying(self.net)
         return contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def _inplace_unless_kept(self, kept: set[int]):
+        """On an inference key frame: each in-place activation runs in place unless its input is
+        a tensor kept for the delta frames (`kept`, storages, filled as the frame runs)."""
+
+        def choose(module, args):
+            x = args[0] if args else None
+            module.inplace = (
+                isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr() not in kept
+            )
+
+        handles = [sub.register_forward_pre_hook(choose) for sub in self._inplace]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _check_key(self, x: torch.Tensor, phase: Phase) -> None:
+        """A delta frame needs a key frame of its shape before it (per-frame modes: none)."""
+        if self.per_frame or phase is Phase.TEACHER:
+            return
+        if phase is Phase.KEY:
+            self._key_shape = tuple(x.shape)
+        elif self._key_shape != tuple(x.shape):
+            raise RuntimeError("delta frame without a matching key frame: run the key frame first")
+
     def _run(self, x: torch.Tensor, phase: Phase, *, check: bool = False) -> torch.Tensor:
+        self._check_key(x, phase)
         # In place saves a full-size allocation per activation; safe only where no key cache or
-        # autograd graph can see the tensors written.
+        # autograd graph can see the tensors written: every activation on an inference delta
+        # frame, those whose input is not kept on an inference key frame.
         inplace = phase is Phase.DELTA and not torch.is_grad_enabled()
+        kept = (
+            set()
+            if phase is Phase.KEY and torch.is_inference_mode_enabled() and not self.per_frame
+            else None
+        )
         for sub in self._inplace:
             sub.inplace = inplace
         shared = {} if inplace else None  # input changes shared within this frame only
@@ -320,15 +375,18 @@ class DeltaModel(nn.Module):
             conv.phase = phase
             conv.fresh_output = inplace
             conv.shared_deltas = shared
+            conv.kept = kept
             conv.channels_last = channels_last
+        activations = contextlib.nullcontext() if kept is None else self._inplace_unless_kept(kept)
         try:
-            with self._replaying(x, phase, inplace, check):
+            with self._replaying(phase, inplace, check, kept), activations:
                 out = self.net(x)
         finally:
             for sub in self._inplace:
                 sub.inplace = False
             for _, conv in self.delta_convs():
                 conv.shared_deltas = None
+                conv.kept = None
         if isinstance(out, dict):
             out = out[self.output_key or "out"]
         return out
@@ -382,6 +440,7 @@ class DeltaModel(nn.Module):
         self._key_shape = None
         for _, conv in self.delta_convs():
             conv.a_key = conv.z_key = conv.target = conv.target_input = None
+            conv.kept_less = False
             conv.prediction = conv.forced = None
             conv.per_frame = self.per_frame
             if self.per_frame:

@@ -1,0 +1,110 @@
+"""An inference key frame keeps only what the delta frames read (nothing for a `full` layer,
+the output alone for a `zero` one) and runs in place the activations whose input is not kept;
+every output stays bitwise what a key frame that keeps everything gives."""
+
+import pytest
+import torch
+
+from nas.graph import layer_graph
+from nas.liveness import NO_CHANGE, read_wiring
+from nas.replay import replay_for
+from nas.supernet import DeltaModel, Phase
+from search_spaces import build_candidate
+
+SIZE = (64, 96)
+ZEROS = {"backbone.5.block.3.0", "backbone.9.block.2.0", "classifier.0.convs.2.0"}
+LOWRANK = {"backbone.7.block.0.0", "backbone.13.block.3.0", "classifier.0.project.0"}
+
+
+def _pick(path: str) -> str:
+    if path in ZEROS:
+        return NO_CHANGE
+    return "lowrank_r4" if path in LOWRANK or path.startswith("classifier.4") else "full"
+
+
+def _model(teacher, *, replay: bool) -> DeltaModel:
+    layers = layer_graph(teacher.module, SIZE)
+    picks = {layer.path: _pick(layer.path) for layer in layers}
+
+    def make(layer, conv):
+        return build_candidate(picks[layer.path], layer, weight=conv.weight.detach())
+
+    model = DeltaModel.build(teacher.module, layers, make, output_key=teacher.output_key).eval()
+    if replay:
+        model.use_replay(replay_for(model, read_wiring(model, SIZE), picks))
+    return model
+
+
+def _frames(memory_format):
+    g = torch.Generator().manual_seed(1)
+    key = torch.randn(1, 3, *SIZE, generator=g)
+    frames = [key] + [key + 0.3 * torch.randn(1, 3, *SIZE, generator=g) for _ in range(3)]
+    return [x.to(memory_format=memory_format) for x in frames]
+
+
+def _run(model, frames, *, inference_key: bool):
+    """Two key frames, each followed by delta frames; the key frames in inference mode or not
+    (outside it a key frame keeps every layer's input and output)."""
+    outputs = []
+    for key, deltas in ((frames[0], frames[1:]), (frames[1], frames[2:])):
+        with torch.inference_mode(inference_key):
+            outputs.append(model.key_frame(key).clone())
+        with torch.inference_mode():
+            outputs += [model.delta_frame(x).clone() for x in deltas]
+    return outputs
+
+
+@pytest.mark.parametrize("replay", [False, True])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_inference_key_frame_keeps_less_and_changes_no_output(teachers, replay, memory_format):
+    teacher = teachers("deeplabv3")
+    frames = _frames(memory_format)
+    reference = _model(teacher, replay=replay).to(memory_format=memory_format)
+    model = _model(teacher, replay=replay).to(memory_format=memory_format)
+    inplace_runs = []  # (path, whether it ran in place) on key frames
+    first = model.delta_convs()[0][1]
+
+    def note(module, args, out, path):
+        if first.phase is Phase.KEY:
+            inplace_runs.append((path, module.inplace))
+
+    for path, sub in model.net.named_modules():
+        if sub in model._inplace:
+            sub.register_forward_hook(lambda m, a, o, p=path: note(m, a, o, p))
+
+    features = {id(reference): [], id(model): []}  # the random head's output barely moves
+    for net in (reference, model):
+        net.net.get_submodule("backbone.16").register_forward_hook(
+            lambda m, a, out, seen=features[id(net)]: seen.append(out.clone())
+        )
+
+    expected = _run(reference, frames, inference_key=False)
+    inplace_runs.clear()
+    got = _run(model, frames, inference_key=True)
+
+    assert len(got) == 7
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+    seen, seen_reference = features[id(model)], features[id(reference)]
+    assert len(seen) == len(seen_reference) >= 7
+    assert all(torch.equal(a, b) for a, b in zip(seen_reference, seen, strict=True))
+    assert not torch.equal(seen[-1], seen[-2])  # the delta frames do predict a change
+    for layer, conv in model.delta_convs():
+        kind = _pick(layer.path)
+        assert (conv.a_key is None) == (kind in ("full", NO_CHANGE)), layer.path
+        assert (conv.z_key is None) == (kind == "full"), layer.path
+    for layer, conv in reference.delta_convs():
+        assert conv.a_key is not None and conv.z_key is not None, layer.path
+    ran_in_place = {path for path, inplace in inplace_runs if inplace}
+    assert ran_in_place and len(ran_in_place) < len({path for path, _ in inplace_runs})
+    # The activation after a kept output (a low-rank layer's) must not write into it.
+    assert "backbone.7.block.0.2" not in ran_in_place
+
+
+def test_training_needs_a_key_frame_run_outside_inference_mode(teachers):
+    teacher = teachers("deeplabv3")
+    model = _model(teacher, replay=False)
+    frames = _frames(torch.contiguous_format)
+    with torch.inference_mode():
+        model.key_frame(frames[0])
+    with pytest.raises(RuntimeError, match="run it outside to train"):
+        model.delta_frame(frames[1])
