@@ -7,7 +7,8 @@ far from the last key frame (a scene cut, a fast pan), and at the latest every `
 A student of the per-frame modes has no key frames: it runs alone on every frame.
 
 `channels_last=True` runs the student and its frames in the channels-last (NHWC) layout, in
-which CPU convolutions run much faster than in NCHW (`nas.layout`).
+which CPU convolutions run much faster than in NCHW (`nas.layout`). A runner keeps the memory
+that frames free for the next frames to reuse (`nas.allocator`).
 
     runner = DeltaRunner(student, interval=3)
     for out in runner.run(frames):            # normalised N x 3 x H x W tensors, in order
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nas.allocator import retain_freed_memory
 from nas.errors import NasError
 from nas.layout import in_layout
 from nas.supernet import DeltaModel
@@ -53,6 +55,7 @@ class DeltaRunner:
             raise NasError(f"invalid key-frame interval {interval}: expected an integer >= 1")
         if adaptive_threshold is not None and adaptive_threshold <= 0:
             raise NasError(f"invalid adaptive threshold {adaptive_threshold}: expected > 0")
+        retain_freed_memory()
         self.student = student.eval()
         self.channels_last = channels_last
         if channels_last:
