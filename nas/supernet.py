@@ -13,6 +13,11 @@ upsampling) runs unchanged on the reconstructed full features. In the search, g 
 step (hard Gumbel-softmax with straight-through gradients), so a step costs about one student
 forward and backward; the expected cost is differentiable in the logits.
 
+At inference (`nas.runner`) a key frame keeps only what the layer's delta frames read: nothing
+for a `full` block (delta frames rerun its conv on the full input, exactly), the output alone
+for `zero`, the output and the pooled input for a block that pools first (`DownBlock`: by
+linearity pool(a - a_k) = pool(a) - pool(a_k), a quarter of the subtraction).
+
 The per-frame modes (see DESIGN.md) are the same recurrence with a fixed "key frame" of zero
 input: a_k = 0 and z_k = the conv's bias, so z_t = b + g(a_t) runs the student block on every
 frame's full features, and every candidate (initialised from the bias-free folded weight)
@@ -163,6 +168,7 @@ class DeltaConv(nn.Module):
         # and its replay: in-place activations must not write into them (set per key frame).
         self.kept: set[int] | None = None
         self.kept_less = False  # whether the last key frame kept only what inference reads
+        self.pooled_key: torch.Tensor | None = None  # pool(a_k), for a block that pools first
         # Whether the model runs channels-last (set from the frames): an input that arrives in
         # another layout (a concatenation of mixed layouts) is converted first, as the convs'
         # kernels are slower in the other layout (`nas.layout`).
@@ -185,16 +191,25 @@ class DeltaConv(nn.Module):
         self.shared_deltas[key] = (a, delta)
         return delta
 
-    def _keep_for_inference(self, a: torch.Tensor, z: torch.Tensor, shortcut: str) -> None:
-        """An inference key frame keeps only what the layer's inference shortcut reads: nothing
-        for `conv` (delta frames rerun the conv), the output alone for `key`. What is not kept
-        is not held across frames, and the activation after it may run in place."""
+    def _keep_for_inference(self, a: torch.Tensor, z: torch.Tensor, shortcut: str | None) -> None:
+        """An inference key frame keeps only what the layer's delta frames read: nothing for a
+        `conv` shortcut (delta frames rerun the conv), the output alone for `key`, the output
+        and the pooled input for a block that pools first (`DownBlock`). What is not kept is not
+        held across frames, and the activation after it may run in place."""
         self.a_key = None
         self.z_key = None
         self.kept_less = True
-        if shortcut == "key":
-            self.z_key = z.clone() if self.copy_cache else z
-            self.kept.add(self.z_key.untyped_storage().data_ptr())
+        if shortcut == "conv":
+            return
+        self.z_key = z.clone() if self.copy_cache else z
+        self.kept.add(self.z_key.untyped_storage().data_ptr())
+        if shortcut is None:  # a pooling block: its pooled key input is a new tensor
+            self.pooled_key = self.block.pool(a)
+
+    def _pools_first(self) -> bool:
+        """Whether the block pools its input before anything else (a `DownBlock`), which a
+        delta layer of the full-size model (not a per-frame one) may do to its key input."""
+        return not self.per_frame and hasattr(self.block, "from_pooled")
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         a = in_layout(a, self.channels_last)
@@ -206,6 +221,9 @@ class DeltaConv(nn.Module):
                 return self.conv(a)
             if inference and shortcut == "key" and self.z_key is not None:  # z_k + 0
                 return self.z_key.clone() if self.copy_cache or self.fresh_output else self.z_key
+            if inference and self.pooled_key is not None:  # z_k + g(pool(a) - pool(a_k))
+                pooled = self.block.pool(a).sub_(self.pooled_key)
+                return self.block.from_pooled(pooled, self.input_hw).add_(self.z_key)
             if self.a_key is None or (not self.per_frame and self.a_key.shape != a.shape):
                 raise RuntimeError(
                     "delta frame without a matching key frame: "
@@ -231,7 +249,8 @@ class DeltaConv(nn.Module):
             return z.clone()
         z = self.conv(a)
         if self.phase is Phase.KEY:
-            if self.kept is not None and shortcut is not None:
+            self.pooled_key = None
+            if self.kept is not None and (shortcut is not None or self._pools_first()):
                 self._keep_for_inference(a, z, shortcut)
                 return z
             self.kept_less = False
@@ -440,6 +459,7 @@ class DeltaModel(nn.Module):
         self._key_shape = None
         for _, conv in self.delta_convs():
             conv.a_key = conv.z_key = conv.target = conv.target_input = None
+            conv.pooled_key = None
             conv.kept_less = False
             conv.prediction = conv.forced = None
             conv.per_frame = self.per_frame

@@ -380,7 +380,12 @@ def pooled_hw(in_hw: tuple[int, int], factor: int) -> tuple[int, int]:
 class DownBlock(nn.Module):
     """`inner` run on the delta average-pooled by `factor` (ceil mode), its output upsampled
     (bilinear, align_corners=False) to exactly the layer's output size at the input's size
-    (both as matrix products on the CPU, see `nas.resample`)."""
+    (both as matrix products on the CPU, see `nas.resample`).
+
+    Pooling is linear, so pool(a - a_k) = pool(a) - pool(a_k): at inference a delta layer keeps
+    the pooled key input (`pool`) and takes the difference at the pooled size (`from_pooled`),
+    a quarter of the full-size subtraction (`nas.supernet.DeltaConv`).
+    """
 
     def __init__(self, inner: nn.Module, layer: ConvLayer, *, factor: int = 2) -> None:
         super().__init__()
@@ -388,9 +393,15 @@ class DownBlock(nn.Module):
         self.factor = factor
         self.geometry = Geometry.of(layer)
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return avg_pool(x, self.factor)
+
+    def from_pooled(self, pooled: torch.Tensor, in_hw: tuple[int, int]) -> torch.Tensor:
+        """The block's output for an input of size `in_hw` whose pooling is `pooled`."""
+        return bilinear(self.inner(pooled), self.geometry.out_hw(in_hw))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.geometry.out_hw(x.shape[-2:])
-        return bilinear(self.inner(avg_pool(x, self.factor)), size)
+        return self.from_pooled(self.pool(x), tuple(x.shape[-2:]))
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}"

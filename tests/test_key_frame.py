@@ -1,6 +1,7 @@
 """An inference key frame keeps only what the delta frames read (nothing for a `full` layer,
-the output alone for a `zero` one) and runs in place the activations whose input is not kept;
-every output stays bitwise what a key frame that keeps everything gives."""
+the output alone for a `zero` one, the output and the pooled input for a half-resolution one)
+and runs in place the activations whose input is not kept; every output stays what a key frame
+that keeps everything gives (bitwise, but for the pooled layers' float rounding)."""
 
 import pytest
 import torch
@@ -16,15 +17,20 @@ ZEROS = {"backbone.5.block.3.0", "backbone.9.block.2.0", "classifier.0.convs.2.0
 LOWRANK = {"backbone.7.block.0.0", "backbone.13.block.3.0", "classifier.0.project.0"}
 
 
-def _pick(path: str) -> str:
+DOWN = {"backbone.4.block.0.0", "backbone.14.block.3.0", "classifier.0.convs.1.0"}
+
+
+def _pick(path: str, down: bool = False) -> str:
     if path in ZEROS:
         return NO_CHANGE
+    if down and path in DOWN:
+        return "down2_lowrank_r8"
     return "lowrank_r4" if path in LOWRANK or path.startswith("classifier.4") else "full"
 
 
-def _model(teacher, *, replay: bool) -> DeltaModel:
+def _model(teacher, *, replay: bool, down: bool = False) -> DeltaModel:
     layers = layer_graph(teacher.module, SIZE)
-    picks = {layer.path: _pick(layer.path) for layer in layers}
+    picks = {layer.path: _pick(layer.path, down) for layer in layers}
 
     def make(layer, conv):
         return build_candidate(picks[layer.path], layer, weight=conv.weight.detach())
@@ -98,6 +104,34 @@ def test_inference_key_frame_keeps_less_and_changes_no_output(teachers, replay, 
     assert ran_in_place and len(ran_in_place) < len({path for path, _ in inplace_runs})
     # The activation after a kept output (a low-rank layer's) must not write into it.
     assert "backbone.7.block.0.2" not in ran_in_place
+
+
+def _features(model):
+    seen = []
+    model.net.get_submodule("backbone.16").register_forward_hook(
+        lambda m, a, out: seen.append(out.clone())
+    )
+    return seen
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_half_resolution_layers_keep_the_pooled_input(teachers, memory_format):
+    teacher = teachers("deeplabv3")
+    frames = _frames(memory_format)
+    reference = _model(teacher, replay=True, down=True).to(memory_format=memory_format)
+    model = _model(teacher, replay=True, down=True).to(memory_format=memory_format)
+    seen_reference, seen = _features(reference), _features(model)
+    expected = _run(reference, frames, inference_key=False)
+    got = _run(model, frames, inference_key=True)
+    for a, b in zip(expected + seen_reference, got + seen, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(seen[-1], seen[-2])
+    for layer, conv in model.delta_convs():
+        if layer.path in DOWN:
+            assert conv.a_key is None and conv.z_key is not None
+            assert conv.pooled_key.shape[-2:] == tuple(-(-n // 2) for n in layer.in_hw)
+        else:
+            assert conv.pooled_key is None
 
 
 def test_training_needs_a_key_frame_run_outside_inference_mode(teachers):
