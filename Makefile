@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cost_speed.py
 	$(BIN)/python bench/search_cost.py
 	$(BIN)/python bench/search_quality.py
+	$(BIN)/python bench/delta_floor.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

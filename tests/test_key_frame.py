@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from nas.graph import layer_graph
-from nas.liveness import NO_CHANGE, read_wiring
-from nas.replay import replay_for
+from nas.liveness import NO_CHANGE
 from nas.supernet import DeltaModel, Phase
-from search_spaces import build_candidate
+from tests.delta_models import delta_model
 
 SIZE = (64, 96)
 ZEROS = {"backbone.5.block.3.0", "backbone.9.block.2.0", "classifier.0.convs.2.0"}
@@ -29,16 +28,8 @@ def _pick(path: str, down: bool = False) -> str:
 
 
 def _model(teacher, *, replay: bool, down: bool = False) -> DeltaModel:
-    layers = layer_graph(teacher.module, SIZE)
-    picks = {layer.path: _pick(layer.path, down) for layer in layers}
-
-    def make(layer, conv):
-        return build_candidate(picks[layer.path], layer, weight=conv.weight.detach())
-
-    model = DeltaModel.build(teacher.module, layers, make, output_key=teacher.output_key).eval()
-    if replay:
-        model.use_replay(replay_for(model, read_wiring(model, SIZE), picks))
-    return model
+    picks = {layer.path: _pick(layer.path, down) for layer in layer_graph(teacher.module, SIZE)}
+    return delta_model(teacher, picks, SIZE, replay=replay)
 
 
 def _frames(memory_format):

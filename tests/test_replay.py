@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from nas.graph import layer_graph
-from nas.liveness import NO_CHANGE, read_wiring
-from nas.replay import replay_for
+from nas.liveness import NO_CHANGE
 from nas.supernet import DeltaModel
 from nas.tables import block_latencies, latency_table
-from search_spaces import build_candidate
+from tests.delta_models import delta_model
 
 SIZE = (64, 96)
 # Residual branches closed by their projection, an ASPP branch and the pooling branch.
@@ -35,15 +34,7 @@ def _picks(layers, zeros):
 
 
 def _model(teacher, picks, *, replay: bool) -> DeltaModel:
-    layers = layer_graph(teacher.module, SIZE)
-
-    def make(layer, conv):
-        return build_candidate(picks[layer.path], layer, weight=conv.weight.detach())
-
-    model = DeltaModel.build(teacher.module, layers, make, output_key=teacher.output_key).eval()
-    if replay:
-        model.use_replay(replay_for(model, read_wiring(model, SIZE), picks))
-    return model
+    return delta_model(teacher, picks, SIZE, replay=replay)
 
 
 def _stream(seed=0, n=4):
