@@ -5,9 +5,11 @@ a threshold that adapts as the program runs) by mapping fresh pages from the ker
 memory freed at the top of its heap back to the kernel. A delta model holds the tensors of its
 key frame across the frames after it, so the large temporaries of the frames after a key frame
 often land where no freed block fits, on fresh pages: the first touch of each page is a page
-fault, and the kernel zeroes the page. On deeplabv3 at 520x520, with every layer at its
-cheapest block, the first delta frame after each key frame took 14,000-20,000 of them (60-80
-MB), about a third of its time, which the multiply-adds do not count.
+fault, and the kernel zeroes the page. On deeplabv3 at 520x520 (NHWC) delta frames of the
+5 GFLOPs spec took 5,500 of them (22 MB: the upsampled output) in some runs, and before key
+frames kept less (`nas.supernet`), the first delta frame after each key frame of the spec with
+every layer at its cheapest block took 14,000-20,000; none with this setting. Their time is
+not in the multiply-adds.
 
 `retain_freed_memory()` fixes both thresholds: blocks up to 32 MiB (glibc's largest mapping
 threshold on 64-bit systems) come from the heap, and freed memory stays in it for the next
