@@ -349,14 +349,13 @@ class DeltaModel(nn.Module):
         return contextlib.nullcontext()
 
     @contextlib.contextmanager
-    def _inplace_unless_kept(self, kept: set[int]):
-        """On an inference key frame: each in-place activation runs in place unless its input is
-        a tensor kept for the delta frames (`kept`, storages, filled as the frame runs)."""
+    def _inplace_unless(self, guarded: set[int]):
+        """Each in-place activation runs in place unless its input's storage is `guarded`."""
 
         def choose(module, args):
             x = args[0] if args else None
             module.inplace = (
-                isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr() not in kept
+                isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr() not in guarded
             )
 
         handles = [sub.register_forward_pre_hook(choose) for sub in self._inplace]
@@ -381,11 +380,13 @@ class DeltaModel(nn.Module):
         # autograd graph can see the tensors written: every activation on an inference delta
         # frame, those whose input is not kept on an inference key frame.
         inplace = phase is Phase.DELTA and not torch.is_grad_enabled()
-        kept = (
-            set()
-            if phase is Phase.KEY and torch.is_inference_mode_enabled() and not self.per_frame
-            else None
+        inference_key = (
+            phase is Phase.KEY and torch.is_inference_mode_enabled() and not self.per_frame
         )
+        # Never written in place: the frame itself (the caller's), and on a key frame what the
+        # layers keep for the delta frames (filled as the frame runs).
+        guarded = {x.untyped_storage().data_ptr()} if inplace or inference_key else None
+        kept = guarded if inference_key else None
         for sub in self._inplace:
             sub.inplace = inplace
         shared = {} if inplace else None  # input changes shared within this frame only
@@ -396,7 +397,7 @@ class DeltaModel(nn.Module):
             conv.shared_deltas = shared
             conv.kept = kept
             conv.channels_last = channels_last
-        activations = contextlib.nullcontext() if kept is None else self._inplace_unless_kept(kept)
+        activations = contextlib.nullcontext() if guarded is None else self._inplace_unless(guarded)
         try:
             with self._replaying(phase, inplace, check, kept), activations:
                 out = self.net(x)

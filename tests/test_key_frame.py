@@ -9,6 +9,7 @@ import torch
 from nas.graph import layer_graph
 from nas.liveness import NO_CHANGE
 from nas.supernet import DeltaModel, Phase
+from search_spaces import build_candidate
 from tests.delta_models import delta_model
 
 SIZE = (64, 96)
@@ -133,3 +134,31 @@ def test_training_needs_a_key_frame_run_outside_inference_mode(teachers):
         model.key_frame(frames[0])
     with pytest.raises(RuntimeError, match="run it outside to train"):
         model.delta_frame(frames[1])
+
+
+class _ReluFirst(torch.nn.Module):
+    """An in-place activation on the network's input itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = torch.nn.ReLU(inplace=True)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.act(x))
+
+
+def test_inference_frames_never_write_into_the_frame():
+    net = _ReluFirst().eval()
+    layers = layer_graph(net, (16, 16))
+    model = DeltaModel.build(
+        net, layers, lambda layer, conv: build_candidate("lowrank_r2", layer, weight=conv.weight)
+    )
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.randn(1, 3, 16, 16, generator=g) for _ in range(2)]
+    before = [frame.clone() for frame in frames]
+    with torch.inference_mode():
+        out = model.key_frame(frames[0])
+        model.delta_frame(frames[1])
+    assert all(torch.equal(a, b) for a, b in zip(frames, before, strict=True))
+    assert torch.allclose(out, net.conv(torch.relu(before[0])), atol=1e-6)
