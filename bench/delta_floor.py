@@ -68,8 +68,9 @@ def main() -> None:
     threads = default_threads()
 
     teacher = load_teacher(args.teacher)
-    layers = [layer for layer in layer_graph(teacher.module, size) if layer.groups == 1]
-    folded = fold_batchnorms(teacher.module, layer_graph(teacher.module, size)).eval()
+    graph = layer_graph(teacher.module, size)
+    layers = [layer for layer in graph if layer.groups == 1]
+    folded = fold_batchnorms(teacher.module, graph).eval()
     folded.to(memory_format=memory_format)
     clip = load_frames(open_video("sample:bikes", max_frames=2), size=size).frames
     frames = [teacher.input_spec.normalize(f[None].float()) for f in clip]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from nas.liveness import INPUT, NO_CHANGE, Wiring, idle_layers, output_tensors
-from nas.supernet import DeltaModel
+from nas.supernet import DeltaModel, storage
 
 # Modules that compute nothing: replaying one would only add a copy.
 _PASSTHROUGH = (nn.Identity, nn.Dropout)
@@ -98,9 +98,7 @@ class Replay:
             def hook(module, args, out):
                 self.outputs[path] = _copy(out) if path in self.copied else out
                 if kept is not None:
-                    kept.update(
-                        t.untyped_storage().data_ptr() for t in output_tensors(self.outputs[path])
-                    )
+                    kept.update(storage(t) for t in output_tensors(self.outputs[path]))
                 if check:
                     self._versions[path] = tuple(t._version for t in output_tensors(out))
 

@@ -46,6 +46,11 @@ if TYPE_CHECKING:
     from nas.replay import Replay
 
 
+def storage(t: torch.Tensor) -> int:
+    """The address of `t`'s storage: the same for every view of it."""
+    return t.untyped_storage().data_ptr()
+
+
 class Phase(str, Enum):
     KEY = "key"  # run the teacher conv exactly and cache input and output
     TEACHER = "teacher"  # run the teacher conv exactly and keep its output as the target
@@ -202,7 +207,7 @@ class DeltaConv(nn.Module):
         if shortcut == "conv":
             return
         self.z_key = z.clone() if self.copy_cache else z
-        self.kept.add(self.z_key.untyped_storage().data_ptr())
+        self.kept.add(storage(self.z_key))
         if shortcut is None:  # a pooling block: its pooled key input is a new tensor
             self.pooled_key = self.block.pool(a)
 
@@ -259,7 +264,7 @@ class DeltaConv(nn.Module):
             else:
                 self.a_key, self.z_key = a.detach(), z.detach()
             if self.kept is not None:
-                self.kept.update(t.untyped_storage().data_ptr() for t in (self.a_key, self.z_key))
+                self.kept.update((storage(self.a_key), storage(self.z_key)))
             if not z.is_inference():  # inference tensors keep no version counter
                 self._versions = (self.a_key._version, self.z_key._version)
         else:
@@ -354,9 +359,7 @@ class DeltaModel(nn.Module):
 
         def choose(module, args):
             x = args[0] if args else None
-            module.inplace = (
-                isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr() not in guarded
-            )
+            module.inplace = isinstance(x, torch.Tensor) and storage(x) not in guarded
 
         handles = [sub.register_forward_pre_hook(choose) for sub in self._inplace]
         try:
@@ -385,7 +388,7 @@ class DeltaModel(nn.Module):
         )
         # Never written in place: the frame itself (the caller's), and on a key frame what the
         # layers keep for the delta frames (filled as the frame runs).
-        guarded = {x.untyped_storage().data_ptr()} if inplace or inference_key else None
+        guarded = {storage(x)} if inplace or inference_key else None
         kept = guarded if inference_key else None
         for sub in self._inplace:
             sub.inplace = inplace

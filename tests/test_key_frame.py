@@ -15,8 +15,6 @@ from tests.delta_models import delta_model
 SIZE = (64, 96)
 ZEROS = {"backbone.5.block.3.0", "backbone.9.block.2.0", "classifier.0.convs.2.0"}
 LOWRANK = {"backbone.7.block.0.0", "backbone.13.block.3.0", "classifier.0.project.0"}
-
-
 DOWN = {"backbone.4.block.0.0", "backbone.14.block.3.0", "classifier.0.convs.1.0"}
 
 
@@ -38,6 +36,15 @@ def _frames(memory_format):
     key = torch.randn(1, 3, *SIZE, generator=g)
     frames = [key] + [key + 0.3 * torch.randn(1, 3, *SIZE, generator=g) for _ in range(3)]
     return [x.to(memory_format=memory_format) for x in frames]
+
+
+def _features(model):
+    """The backbone's last features on every frame (the random head's output barely moves)."""
+    seen = []
+    model.net.get_submodule("backbone.16").register_forward_hook(
+        lambda m, a, out: seen.append(out.clone())
+    )
+    return seen
 
 
 def _run(model, frames, *, inference_key: bool):
@@ -70,11 +77,7 @@ def test_inference_key_frame_keeps_less_and_changes_no_output(teachers, replay, 
         if sub in model._inplace:
             sub.register_forward_hook(lambda m, a, o, p=path: note(m, a, o, p))
 
-    features = {id(reference): [], id(model): []}  # the random head's output barely moves
-    for net in (reference, model):
-        net.net.get_submodule("backbone.16").register_forward_hook(
-            lambda m, a, out, seen=features[id(net)]: seen.append(out.clone())
-        )
+    seen_reference, seen = _features(reference), _features(model)
 
     expected = _run(reference, frames, inference_key=False)
     inplace_runs.clear()
@@ -82,7 +85,6 @@ def test_inference_key_frame_keeps_less_and_changes_no_output(teachers, replay, 
 
     assert len(got) == 7
     assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
-    seen, seen_reference = features[id(model)], features[id(reference)]
     assert len(seen) == len(seen_reference) >= 7
     assert all(torch.equal(a, b) for a, b in zip(seen_reference, seen, strict=True))
     assert not torch.equal(seen[-1], seen[-2])  # the delta frames do predict a change
@@ -96,14 +98,6 @@ def test_inference_key_frame_keeps_less_and_changes_no_output(teachers, replay, 
     assert ran_in_place and len(ran_in_place) < len({path for path, _ in inplace_runs})
     # The activation after a kept output (a low-rank layer's) must not write into it.
     assert "backbone.7.block.0.2" not in ran_in_place
-
-
-def _features(model):
-    seen = []
-    model.net.get_submodule("backbone.16").register_forward_hook(
-        lambda m, a, out: seen.append(out.clone())
-    )
-    return seen
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
