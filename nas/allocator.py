@@ -5,11 +5,11 @@ a threshold that adapts as the program runs) by mapping fresh pages from the ker
 memory freed at the top of its heap back to the kernel. A delta model holds the tensors of its
 key frame across the frames after it, so the large temporaries of the frames after a key frame
 often land where no freed block fits, on fresh pages: the first touch of each page is a page
-fault, and the kernel zeroes the page. On deeplabv3 at 520x520 (NHWC) delta frames of the
-5 GFLOPs spec took 5,500 of them (22 MB: the upsampled output) in some runs, and before key
-frames kept less (`nas.supernet`), the first delta frame after each key frame of the spec with
-every layer at its cheapest block took 14,000-20,000; none with this setting. Their time is
-not in the multiply-adds.
+fault, and the kernel zeroes the page, time that is not in the multiply-adds. How many
+depends on the model and on which thread allocates; tests/test_allocator.py shows the pattern
+on its own: two 24 MiB tensors made and freed per cycle take fresh pages cycle after cycle
+with glibc's thresholds (it asserts over 6,000 faults in three cycles) and reuse them once a
+runner has set its own (under 500).
 
 `retain_freed_memory()` fixes both thresholds: blocks up to 32 MiB (glibc's largest mapping
 threshold on 64-bit systems) come from the heap, and freed memory stays in it for the next
