@@ -7,9 +7,8 @@ key frame across the frames after it, so the large temporaries of the frames aft
 often land where no freed block fits, on fresh pages: the first touch of each page is a page
 fault, and the kernel zeroes the page, time that is not in the multiply-adds. How many
 depends on the model and on which thread allocates; tests/test_allocator.py shows the pattern
-on its own: two 24 MiB tensors made and freed per cycle take fresh pages cycle after cycle
-with glibc's thresholds (it asserts over 6,000 faults in three cycles) and reuse them once a
-runner has set its own (under 500).
+on its own: two 24 MiB blocks allocated and freed per cycle are taken afresh from the kernel
+cycle after cycle with glibc's thresholds, and reused once a runner has set its own.
 
 `retain_freed_memory()` fixes both thresholds: blocks up to 32 MiB (glibc's largest mapping
 threshold on 64-bit systems) come from the heap, and freed memory stays in it for the next
