@@ -22,6 +22,7 @@ from nas.graph import layer_graph
 from nas.pipeline import SearchOptions, search
 from nas.teachers import OutputKind, load_teacher
 from nas.teachers.base import IMAGENET
+from nas.teachers.weights import weights_id
 from nas.torchvision_compat import import_torchvision
 
 with warnings.catch_warnings():
@@ -54,7 +55,7 @@ def test_zoo_entry(teachers, name):
     assert teacher.output_kind is OutputKind.IMAGE_LOGITS and teacher.num_classes == 1000
     assert (spec.mean, spec.std) == (IMAGENET["mean"], IMAGENET["std"])
     assert spec.default_size == SIZE and spec.size_multiple == 32 and spec.channel_order == "rgb"
-    assert teacher.weights_id == "init:seed=0" and not teacher.module.training
+    assert teacher.weights_id == weights_id(None) and not teacher.module.training
 
 
 @pytest.mark.parametrize("name", NAMES)

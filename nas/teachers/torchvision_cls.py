@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nas.teachers.base import IMAGENET, InputSpec, OutputKind, Teacher
+from nas.teachers.batchnorm_stats import measure_batchnorm_stats
 from nas.teachers.registry import TEACHERS
 from nas.teachers.weights import (
     class_count,
@@ -54,6 +55,8 @@ def _make_builder(name: str):
         )
         if state is not None:
             load_into(module, state, who=name, source=str(weights))
+        else:
+            measure_batchnorm_stats(module, INPUT)
         return Teacher(
             name=name,
             module=module.eval(),

@@ -1,6 +1,6 @@
 """A teacher's weights: a user's state dict, loaded with errors that say what does not fit, or
 the seeded random init that built-in teachers get when no weights file is given (nothing can be
-downloaded here)."""
+downloaded here), with BatchNorm statistics measured on real frames (`batchnorm_stats`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 
 from nas.errors import NasError
 from nas.teachers.base import file_sha256
+from nas.teachers.batchnorm_stats import CLIP, FRAMES, STRIDE
 
 _SHOWN = 5  # keys listed per kind of mismatch
 INIT_SEED = 0  # the random init of built-in teachers without a weights file
@@ -99,5 +100,8 @@ def seeded_init(factory: Callable[[], nn.Module], *, device: str) -> nn.Module:
 
 
 def weights_id(path: Path | None) -> str:
-    """The `Teacher.weights_id` of a weights file (its SHA-256), or of the seeded init."""
-    return file_sha256(path) if path is not None else f"init:seed={INIT_SEED}"
+    """The `Teacher.weights_id` of a weights file (its SHA-256), or of the seeded init with its
+    BatchNorm statistics measured on frames of the built-in clip (`batchnorm_stats`)."""
+    if path is not None:
+        return file_sha256(path)
+    return f"init:seed={INIT_SEED};bn-stats:{CLIP}:{FRAMES}/{STRIDE}"
