@@ -38,13 +38,15 @@ in the same layout), its key frame at the folded teacher's time and what it runs
 blocks as measured: where that is short of the target, only blocks faster per multiply-add than
 the teacher's own convs could meet it.
 
-Each spec's line also says how many layers run a block on delta frames (`nas.liveness`) and
-the search's agreement with the teacher on held-out frames: a spec whose every layer is idle
-repeats the key frame's output, and its speed-up says nothing of a model that predicts
-anything. torchvision's DeepLabV3 has no trained weights here, and with random ones its output
-hardly moves from frame to frame, so a search of it has nothing to learn and a time limit
-finds that repeating the key frame costs nothing in agreement. `--teacher ppocrv4_det --size
-288x640 --budgets half:3,third:6` measures the same on the trained text detector, where it does.
+Each spec's line also says how many layers run a block on delta frames (`nas.liveness`), the
+search's agreement with the teacher on held-out frames, and the student's error on frames of the
+built-in clip as a share of the error of repeating the key frame's output. A spec whose every
+layer is idle repeats the key frame's output (a share of 1), and so does one whose predicted
+change does not reach the output: their speed-ups say nothing of a model that predicts
+anything. torchvision's DeepLabV3 has no trained weights here; its random init gets BatchNorm
+statistics measured on the clip (`nas.teachers.batchnorm_stats`), so its output follows its
+input, if without a trained model's meaning. `--teacher ppocrv4_det --size 288x640 --budgets
+half:3,third:6` measures the same on the trained text detector.
 
     python bench/runner_speed.py [--device cpu|cuda] [--steps 150] [--rounds 5] [--spec S ...]
                                  [--keep DIR] [--teacher T --size HxW --budgets B:K,...]
@@ -65,6 +67,7 @@ import torch
 
 from nas.budget import Budget, CostKind, parse_budget
 from nas.cost import count_macs, padding_macs
+from nas.data import open_video, resize_crop
 from nas.errors import NasError
 from nas.fold import fold_batchnorms
 from nas.graph import layer_graph
@@ -81,6 +84,7 @@ from nas.tables import block_latencies, macs_table
 from nas.teachers import load_teacher
 from search_spaces import build_candidate
 
+CLIP = "sample:bikes"  # real frames, for how much of the change a student predicts
 TARGET = 0.8  # the wall-clock speed-up asked for, as a share of the multiply-add ratio
 
 # Both models run in each memory layout; channels-last is the faster one for convs on CPU.
@@ -161,9 +165,33 @@ def executed(spec: Spec) -> tuple[float, float, float]:
     return spec.totals.teacher_macs - teacher_padding, delta, conv_macs - teacher_padding
 
 
+def error_against_repeating(spec: Spec, student, frames: int = 13) -> float:
+    """How far the student's output is from the teacher's on the delta frames of the first
+    `frames` frames of the built-in clip (key frames every K), as a share of how far the key
+    frame's output is (mean absolute errors): 1 for a student whose predicted change does not
+    reach the output, 0 for one that predicts the teacher's exactly. The student is built from
+    the spec as exported (no retraining)."""
+    teacher = teacher_for(spec)
+    size = tuple(spec.input_size)
+    video = open_video(CLIP, max_frames=frames)
+    xs = [teacher.input_spec.normalize(resize_crop(f, size).image[None]) for f in video.frames()]
+    own = repeated = 0.0
+    with torch.inference_mode():
+        for i, x in enumerate(xs):
+            y_teacher = teacher(x)
+            if i % spec.keyframe_interval == 0:
+                y_key = student.key_frame(x)
+                continue
+            own += float((student.delta_frame(x) - y_teacher).abs().mean())
+            repeated += float((y_key - y_teacher).abs().mean())
+    return own / repeated if repeated else float("nan")
+
+
 def running_note(spec: Spec) -> str:
-    """How many of the spec's layers run a block on delta frames, and idle blocks paid for."""
-    idle = idle_layers_of(spec, build_student(spec, teacher_for(spec)))
+    """How many of the spec's layers run a block on delta frames (and idle blocks paid for),
+    and how much of the teacher's change between frames the student's output predicts."""
+    student = build_student(spec, teacher_for(spec))
+    idle = idle_layers_of(spec, student)
     paid = sum(layer.path in idle and layer.candidate != NO_CHANGE for layer in spec.layers)
     running = len(spec.layers) - len(idle)
     agreement = spec.metrics.get("val_agreement")
@@ -172,6 +200,8 @@ def running_note(spec: Spec) -> str:
         + (f", agreement with the teacher {agreement:.4f}" if agreement is not None else "")
         + (f" ({paid} idle blocks paid for)" if paid else "")
         + ("; the output repeats the key frame's" if running == 0 else "")
+        + f"; error on {CLIP} {error_against_repeating(spec, student):.3f} of repeating the key"
+        " frame's output"
     )
 
 

@@ -110,7 +110,8 @@ def test_half_resolution_layers_keep_the_pooled_input(teachers, memory_format):
     expected = _run(reference, frames, inference_key=False)
     got = _run(model, frames, inference_key=True)
     for a, b in zip(expected + seen_reference, got + seen, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        # pool(a) - pool(a_k) against pool(a - a_k): float32 rounding, at the tensor's scale
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * float(a.abs().amax()))
     assert not torch.equal(seen[-1], seen[-2])
     for layer, conv in model.delta_convs():
         if layer.path in DOWN:
