@@ -39,7 +39,7 @@ def _frames(memory_format):
 
 
 def _features(model):
-    """The backbone's last features on every frame (the random head's output barely moves)."""
+    """The backbone's last features on every frame, to check that delta frames change them."""
     seen = []
     model.net.get_submodule("backbone.16").register_forward_hook(
         lambda m, a, out: seen.append(out.clone())

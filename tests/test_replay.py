@@ -67,7 +67,7 @@ def test_replay_changes_no_output(teachers, memory_format):
         "classifier.0.convs.2",
         "classifier.0.convs.4",
     )
-    seen = []  # the backbone's last features (the random head's output barely moves)
+    seen = []  # the backbone's last features: the delta frames do change them
     replayed.net.get_submodule("backbone.16").register_forward_hook(
         lambda module, args, out: seen.append(out.clone())
     )
