@@ -64,7 +64,8 @@ class Teacher:
 
     `module` is the network itself, so module paths (`backbone.0.0`) are the model's own;
     calling the teacher runs it and returns the one output tensor (no aux head, no dict).
-    `weights_id` names the weights: a file's SHA-256, or `init:seed=N` for a seeded random init.
+    `weights_id` names the weights: a file's SHA-256, or `init:seed=N;bn-stats:...` for a
+    seeded random init with BatchNorm statistics measured on frames of a built-in clip.
     """
 
     name: str
