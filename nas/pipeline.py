@@ -139,20 +139,29 @@ class _StepWriter:
 
 
 def validate(net: Supernet, teacher: Teacher, batches, picks: dict[str, str]) -> dict[str, float]:
-    """Agreement with the teacher and MAE of the delta model with `picks`, over validation clips."""
+    """Agreement with the teacher and MAE of the delta model with `picks`, over validation clips;
+    for a delta model also `val_error_vs_key`: its output's mean absolute error against the
+    teacher's as a share of the key frame's output's (1: what it predicts does not reach the
+    output, as if it repeated the key frame; 0: the teacher's output exactly)."""
     net.fix(picks)
     scores: dict[str, list[float]] = {}
+    own = repeated = 0.0
     with torch.no_grad():
         for x_key, x_t, _ in batches:
-            if not net.model.per_frame:
-                net.model.key_frame(x_key)
+            y_key = None if net.model.per_frame else net.model.key_frame(x_key).clone()
             y_teacher = net.model.teacher_frame(x_t)
             y = net.model.delta_frame(x_t)
             for k, v in agreement(y, y_teacher, kind=teacher.output_kind).items():
                 scores.setdefault(k, []).append(v)
+            if y_key is not None:
+                own += float((y - y_teacher).abs().mean())
+                repeated += float((y_key - y_teacher).abs().mean())
     net.fix(None)
     net.model.clear()
-    return {f"val_{k}": sum(v) / len(v) for k, v in scores.items()}
+    metrics = {f"val_{k}": sum(v) / len(v) for k, v in scores.items()}
+    if repeated > 0:
+        metrics["val_error_vs_key"] = own / repeated
+    return metrics
 
 
 @dataclass

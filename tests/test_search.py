@@ -7,7 +7,7 @@ import pytest
 
 from nas.errors import NasError
 from nas.liveness import NO_CHANGE, idle_layers, layer_sources
-from nas.pipeline import SearchOptions, search
+from nas.pipeline import SearchOptions, prepare, search, validate
 from nas.spec import load_spec
 from nas.student import build_student, teacher_for
 from tests.conftest import TINY_SEARCH
@@ -174,3 +174,15 @@ def test_no_block_of_the_spec_is_idle(tmp_path, budget):
     )
     assert all(picks[path] == NO_CHANGE for path in idle)
     assert spec.totals.delta_frame_macs == sum(layer.macs for layer in spec.layers)
+
+
+def test_validation_scores_the_output_against_repeating_the_key_frame(tmp_path):
+    run = prepare(SearchOptions(**(TINY_SEARCH | {"budget": "3MFLOPs", "out": str(tmp_path)})))
+    net = run.supernet()
+    paths = [layer.path for layer in run.layers]
+    scores = {
+        name: validate(net, run.teacher, run.val_batches(), dict.fromkeys(paths, name))
+        for name in (NO_CHANGE, "full")
+    }
+    assert scores[NO_CHANGE]["val_error_vs_key"] == pytest.approx(1.0, abs=1e-6)
+    assert scores["full"]["val_error_vs_key"] < 1e-4  # every layer the teacher's own conv
