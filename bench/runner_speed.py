@@ -65,9 +65,10 @@ from pathlib import Path
 
 import torch
 
+from evaluators import ErrorVsKey
 from nas.budget import Budget, CostKind, parse_budget
 from nas.cost import count_macs, padding_macs
-from nas.data import open_video, resize_crop
+from nas.data import load_frames, open_video
 from nas.errors import NasError
 from nas.fold import fold_batchnorms
 from nas.graph import layer_graph
@@ -165,32 +166,28 @@ def executed(spec: Spec) -> tuple[float, float, float]:
     return spec.totals.teacher_macs - teacher_padding, delta, conv_macs - teacher_padding
 
 
-def error_against_repeating(spec: Spec, student, frames: int = 13) -> float:
-    """How far the student's output is from the teacher's on the delta frames of the first
-    `frames` frames of the built-in clip (key frames every K), as a share of how far the key
-    frame's output is (mean absolute errors): 1 for a student whose predicted change does not
-    reach the output, 0 for one that predicts the teacher's exactly. The student is built from
-    the spec as exported (no retraining)."""
-    teacher = teacher_for(spec)
-    size = tuple(spec.input_size)
-    video = open_video(CLIP, max_frames=frames)
-    xs = [teacher.input_spec.normalize(resize_crop(f, size).image[None]) for f in video.frames()]
-    own = repeated = 0.0
+def error_against_repeating(spec: Spec, teacher, student, frames: int = 13) -> float:
+    """`evaluators.ErrorVsKey` of the student (as exported, no retraining) on the delta frames
+    of the first `frames` frames of the built-in clip, key frames every K: 1 for a student whose
+    predicted change does not reach the output, 0 for one that predicts the teacher's exactly."""
+    stack = load_frames(open_video(CLIP, max_frames=frames), size=tuple(spec.input_size))
+    against_key = ErrorVsKey()
     with torch.inference_mode():
-        for i, x in enumerate(xs):
+        for i, x in enumerate(teacher.input_spec.normalize(stack.frames)[:, None]):
             y_teacher = teacher(x)
             if i % spec.keyframe_interval == 0:
                 y_key = student.key_frame(x)
                 continue
-            own += float((student.delta_frame(x) - y_teacher).abs().mean())
-            repeated += float((y_key - y_teacher).abs().mean())
-    return own / repeated if repeated else float("nan")
+            against_key.update(student.delta_frame(x), y_key, y_teacher)
+    error = against_key.compute()
+    return float("nan") if error is None else error
 
 
 def running_note(spec: Spec) -> str:
     """How many of the spec's layers run a block on delta frames (and idle blocks paid for),
     and how much of the teacher's change between frames the student's output predicts."""
-    student = build_student(spec, teacher_for(spec))
+    teacher = teacher_for(spec)
+    student = build_student(spec, teacher)
     idle = idle_layers_of(spec, student)
     paid = sum(layer.path in idle and layer.candidate != NO_CHANGE for layer in spec.layers)
     running = len(spec.layers) - len(idle)
@@ -200,8 +197,8 @@ def running_note(spec: Spec) -> str:
         + (f", agreement with the teacher {agreement:.4f}" if agreement is not None else "")
         + (f" ({paid} idle blocks paid for)" if paid else "")
         + ("; the output repeats the key frame's" if running == 0 else "")
-        + f"; error on {CLIP} {error_against_repeating(spec, student):.3f} of repeating the key"
-        " frame's output"
+        + f"; error on {CLIP} {error_against_repeating(spec, teacher, student):.3f}"
+        " of repeating the key frame's output"
     )
 
 

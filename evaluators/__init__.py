@@ -14,6 +14,7 @@ import nas  # noqa: F401
 from evaluators import agreement as _agreement
 from evaluators import cost as _cost
 from evaluators.by_distance import ByDistance
+from evaluators.error_vs_key import ErrorVsKey
 from evaluators.flow import consistency_mask, dis_flow, sequence_flow, warp, warp_nearest
 from evaluators.recognition import ClipRecognition
 from evaluators.registry import EVALUATORS
@@ -24,6 +25,7 @@ __all__ = [
     "EVALUATORS",
     "ByDistance",
     "ClipRecognition",
+    "ErrorVsKey",
     "SegmentationMetric",
     "TemporalConsistency",
     "consistency_mask",

@@ -23,6 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from evaluators.agreement import agreement
+from evaluators.error_vs_key import ErrorVsKey
 from nas.budget import Budget, CostKind, parse_budget
 from nas.calibrate import delta_statistics
 from nas.cost import count_macs
@@ -140,12 +141,11 @@ class _StepWriter:
 
 def validate(net: Supernet, teacher: Teacher, batches, picks: dict[str, str]) -> dict[str, float]:
     """Agreement with the teacher and MAE of the delta model with `picks`, over validation clips;
-    for a delta model also `val_error_vs_key`: its output's mean absolute error against the
-    teacher's as a share of the key frame's output's (1: what it predicts does not reach the
-    output, as if it repeated the key frame; 0: the teacher's output exactly)."""
+    for a delta model also `val_error_vs_key` (`evaluators.ErrorVsKey`; 1: what it predicts
+    does not reach the output)."""
     net.fix(picks)
     scores: dict[str, list[float]] = {}
-    own = repeated = 0.0
+    against_key = ErrorVsKey()
     with torch.no_grad():
         for x_key, x_t, _ in batches:
             y_key = None if net.model.per_frame else net.model.key_frame(x_key).clone()
@@ -154,13 +154,12 @@ def validate(net: Supernet, teacher: Teacher, batches, picks: dict[str, str]) ->
             for k, v in agreement(y, y_teacher, kind=teacher.output_kind).items():
                 scores.setdefault(k, []).append(v)
             if y_key is not None:
-                own += float((y - y_teacher).abs().mean())
-                repeated += float((y_key - y_teacher).abs().mean())
+                against_key.update(y, y_key, y_teacher)
     net.fix(None)
     net.model.clear()
     metrics = {f"val_{k}": sum(v) / len(v) for k, v in scores.items()}
-    if repeated > 0:
-        metrics["val_error_vs_key"] = own / repeated
+    if (error_vs_key := against_key.compute()) is not None:
+        metrics["val_error_vs_key"] = error_vs_key
     return metrics
 
 

@@ -5,16 +5,14 @@ output on every frame)."""
 import torch
 from torch import nn
 
-from nas.data import open_video
-from nas.data.transforms import resize_crop_frames
+from nas.data import load_frames, open_video
 from nas.teachers import load_teacher
 from nas.teachers.batchnorm_stats import CLIP, FRAMES, STRIDE, _frames
 from nas.teachers.weights import weights_id
 
 
 def _inputs(teacher, size):
-    video = open_video("sample:bikes", max_frames=2, stride=40)
-    frames = torch.stack([resize_crop_frames(f.image, size) for f in video.frames()])
+    frames = load_frames(open_video("sample:bikes", max_frames=2, stride=40), size=size).frames
     return teacher.input_spec.normalize(frames)
 
 

@@ -25,8 +25,7 @@ import functools
 import torch
 from torch import nn
 
-from nas.data import open_video
-from nas.data.transforms import resize_crop_frames
+from nas.data import load_frames, open_video
 from nas.teachers.base import InputSpec
 
 CLIP = "sample:bikes"
@@ -37,8 +36,7 @@ FRAMES = 3
 @functools.cache
 def _frames(size: tuple[int, int]) -> torch.Tensor:
     """FRAMES frames of CLIP, STRIDE apart, fitted to `size`: a uint8 N x 3 x H x W batch."""
-    video = open_video(CLIP, max_frames=FRAMES, stride=STRIDE)
-    return torch.stack([resize_crop_frames(frame.image, size) for frame in video.frames()])
+    return load_frames(open_video(CLIP, max_frames=FRAMES, stride=STRIDE), size=size).frames
 
 
 def _measure(norm: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
