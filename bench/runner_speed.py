@@ -286,26 +286,31 @@ def searched(
             return f"{budget} <={max_latency} K={interval}: {exc}"
 
 
-def cheapest(teacher_name: str, size: tuple[int, int], interval: int, device: str) -> Spec:
-    """Every layer at its cheapest block (in multiply-adds) that passes a change on: the least a
-    delta model that predicts anything runs on a delta frame."""
+def cheapest(
+    teacher_name: str, size: tuple[int, int], interval: int, device: str, *, by: str = "macs"
+) -> Spec:
+    """Every layer at its cheapest block that passes a change on, by multiply-adds (`by="macs"`:
+    the least a delta model that predicts anything runs on a delta frame) or by the search's
+    measured latency table in its layout (`by="latency"`: the fastest such delta model, the
+    ceiling of any spec whose every layer runs a block)."""
     teacher_macs = count_macs(load_teacher(teacher_name).module, size)
+    budget = f"{teacher_macs / 1e9}GFLOPs" if by == "macs" else "3600s"  # not searched
     with tempfile.TemporaryDirectory() as out:
         run = prepare(
             SearchOptions(
-                teacher=teacher_name, budget=f"{teacher_macs / 1e9}GFLOPs",
-                keyframe_interval=interval, device=device, out=out, max_frames=24,
-                input_size=f"{size[0]}x{size[1]}",
+                teacher=teacher_name, budget=budget, keyframe_interval=interval, device=device,
+                out=out, max_frames=24, input_size=f"{size[0]}x{size[1]}",
             )
         )  # fmt: skip
+    costs = run.macs if by == "macs" else run.costs
     picks = {
-        path: min((name for name in costs if name != NO_CHANGE), key=costs.get)
-        for path, costs in run.macs.candidates.items()
+        path: min((name for name in found if name != NO_CHANGE), key=found.get)
+        for path, found in costs.candidates.items()
     }
     spec = make_spec(
         run.teacher, run.layers, picks, run.macs, run.budget, run.size, run.options, {}
     )
-    return spec.model_copy(update={"search": spec.search | {"cheapest": True}})
+    return spec.model_copy(update={"search": spec.search | {"cheapest": by}})
 
 
 def residual_projections(module: torch.nn.Module) -> set[str]:
@@ -353,8 +358,9 @@ def closed_branches(spec: Spec) -> Spec | None:
 def label_of(spec: Spec) -> str:
     """How a spec is named in the tables: its budget (and time limit), or what made it."""
     interval = spec.keyframe_interval
-    if spec.search.get("cheapest"):
-        return f"cheapest K={interval}"
+    by = spec.search.get("cheapest")
+    if by:
+        return f"{'fastest' if by == 'latency' else 'cheapest'} K={interval}"
     if spec.search.get("closed_branches"):
         return f"{spec.budget.text} closed K={interval}"
     limit = spec.search.get("max_latency")
@@ -374,6 +380,10 @@ def main() -> None:
     parser.add_argument(
         "--cheapest", action="store_true",
         help="also time, at each interval, every layer at its cheapest non-zero block",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fastest", action="store_true",
+        help="also time, at each interval, every layer at its fastest non-zero block (measured)",
     )  # fmt: skip
     parser.add_argument(
         "--closed-branches", action="store_true",
@@ -419,6 +429,11 @@ def main() -> None:
         specs += [closed for closed in map(closed_branches, flops) if closed is not None]
     if args.cheapest:
         specs += [cheapest(args.teacher, size, interval, args.device) for _, interval in budgets]
+    if args.fastest:
+        specs += [
+            cheapest(args.teacher, size, interval, args.device, by="latency")
+            for _, interval in budgets
+        ]
     for spec in specs:
         if isinstance(spec, str):
             print(f"no spec: {spec}")
