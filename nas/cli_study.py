@@ -132,12 +132,6 @@ def search(
     beta: float = typer.Option(
         1.0, "--beta", help="Weight of the fixed penalty, per budget's worth of cost."
     ),
-    layer_weighting: str = typer.Option(
-        "output",
-        "--layer-weighting",
-        help="output (each layer's error weighed by how much of the output's change passes "
-        "through it; delta mode) or uniform.",
-    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every random draw."),
     device: str | None = DEVICE,
     layout: str = LAYOUT,
@@ -164,7 +158,6 @@ def search(
 
     from nas.budget import parse_budget
     from nas.hpo import SAMPLERS, StudyOptions, run_study
-    from nas.inner import LAYER_WEIGHTINGS
     from nas.layout import check_layout
     from nas.pipeline import SearchOptions
     from nas.spec import MODES
@@ -173,11 +166,6 @@ def search(
     if mode not in MODES:
         raise NasError(f"invalid --mode '{mode}': expected one of {', '.join(MODES)}")
     SAMPLERS.canonical(sampler)
-    if layer_weighting not in LAYER_WEIGHTINGS:
-        raise NasError(
-            f"invalid --layer-weighting '{layer_weighting}': expected "
-            + " or ".join(LAYER_WEIGHTINGS)
-        )
     check_layout(layout)
     if storage is not None and study is None:
         raise NasError("--storage needs --study NAME: every worker must name the same study")
@@ -204,7 +192,6 @@ def search(
                 batch_size=batch_size,
                 penalty=penalty,
                 beta=beta,
-                layer_weighting=layer_weighting,
                 seed=seed,
                 device=device,
                 layout=layout,

@@ -8,12 +8,10 @@ then the delta model on frame t with one sampled candidate per layer, and descen
 
 The first three train the sampled blocks (the layer loss from the teacher's own inputs, see
 `nas.distill`). The architecture logits learn from the expected layer error,
-sum_l w_l sum_i p_li * e_li, where e_li is a running estimate of candidate i's relative error at
+sum_l sum_i p_li * e_li, where e_li is a running estimate of candidate i's relative error at
 layer l (every candidate measured once on the first frames, then updated whenever it is
 sampled): a straight-through gradient alone cannot tell `zero` from an exact `full` (neither
-moves when its output is scaled), while measured errors can. The weight w_l is how much of the
-output's change passes through layer l, measured once on the first frames (`nas.sensitivity`;
-mean 1), so that an error where the output depends on it costs more than one it washes out.
+moves when its output is scaled), while measured errors can.
 
 The budget is a constraint: with `penalty="constraint"` the budget term is lambda * (E[C] / B - 1),
 where E[C] is the expected amortised cost per frame, and the multiplier lambda grows by dual
@@ -36,11 +34,8 @@ from nas.errors import NasError
 from nas.export import LayerChoice, Limit, export_choices
 from nas.graph import ConvLayer
 from nas.liveness import NO_CHANGE, Wiring, read_wiring
-from nas.sensitivity import layer_weights, output_sensitivity
 from nas.supernet import DeltaModel, MixedDelta, amortised, smallest_interval
 from nas.teachers.base import Teacher
-
-LAYER_WEIGHTINGS = ("output", "uniform")  # how the layers' errors are weighed (`SearchConfig`)
 
 
 @dataclass(frozen=True)
@@ -61,9 +56,6 @@ class SearchConfig:
     task_weight: float = 1.0
     tc_weight: float = 0.0  # temporal consistency (per-frame modes)
     blockwise_fraction: float = 0.5  # per-frame modes: the share of steps with layer terms only
-    # How the layers' expected errors are weighed in the architecture objective: "output", by
-    # how much of the output's change each passes (`nas.sensitivity`, delta mode), or "uniform".
-    layer_weighting: str = "output"
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -248,8 +240,6 @@ class StepLog:
 @dataclass
 class SearchOutcome:
     picks: dict[str, str]
-    # Each layer's output sensitivity (`nas.sensitivity`), when the objective was weighed by it.
-    sensitivity: torch.Tensor | None = None
     log: list[StepLog] = field(default_factory=list)
 
 
@@ -311,10 +301,9 @@ def run_search(
         for m in net.mixed.values():
             m.tau = tau
             m.sample()  # one candidate per layer for this step
-        batch = next_batch(generator)
         distill, parts = student_losses(
             net.model,
-            batch,
+            next_batch(generator),
             teacher,
             config.loss_weights(),
             tc_weight=config.tc_weight,
@@ -322,15 +311,9 @@ def run_search(
         )
         if step == 0:
             measure_all_candidates(net)
-            if config.layer_weighting == "output" and not net.model.per_frame:
-                outcome.sensitivity = output_sensitivity(net.model, batch[1])
-                weights = layer_weights(outcome.sensitivity).float()
-            else:
-                weights = torch.ones(len(net.mixed))
         for m, error in zip(net.mixed.values(), parts["layer_errors"].detach(), strict=True):
             m.record_error(m.last_choice, float(error))
-        errors = torch.stack([m.expected_error() for m in net.mixed.values()])
-        arch = (weights.to(errors) * errors).mean()
+        arch = torch.stack([m.expected_error() for m in net.mixed.values()]).mean()
         expected = amortised(net.table.keyframe, net.expected_delta(), interval)
         ratio = (expected / budget.value).float()
         fixed = config.penalty == "fixed"

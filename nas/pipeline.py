@@ -90,8 +90,6 @@ class SearchOptions(BaseModel):
     tau_end: float = Field(default=0.2, gt=0)
     dual_lr: float = Field(default=0.5, gt=0)
     layer_weight: float = Field(default=1.0, ge=0)
-    # The architecture objective weighs each layer's error by its output sensitivity, or not.
-    layer_weighting: str = Field(default="output", pattern="^(output|uniform)$")
     output_weight: float = Field(default=1.0, ge=0)
     task_weight: float = Field(default=1.0, ge=0)
     penalty: str = Field(default="constraint", pattern="^(constraint|fixed)$")
@@ -465,7 +463,6 @@ def search(
         metrics,
         student_size=run.student_size,
         teacher_macs=teacher_macs,
-        sensitivity=outcome.sensitivity,
     )
     save_spec(spec, out / "spec.json")
     return RunResult(spec, out, outcome.log, net.probabilities())
@@ -483,11 +480,9 @@ def make_spec(
     *,
     student_size: tuple[int, int] | None = None,
     teacher_macs: int | None = None,
-    sensitivity: torch.Tensor | None = None,
 ) -> Spec:
     """The spec of a student: per layer its chosen candidate with exact costs. `size` is the
-    frames' (the teacher's) size, `student_size` the student's input where it differs;
-    `sensitivity`: the layers' output sensitivities that weighed the search's objective."""
+    frames' (the teacher's) size, `student_size` the student's input where it differs."""
     spec_layers = [
         SpecLayer(
             path=layer.path,
@@ -528,16 +523,7 @@ def make_spec(
             "input_scale": options.input_scale,
             "layout": options.layout,
         }
-        | ({"max_latency": options.max_latency} if options.max_latency else {})
-        | (
-            {
-                "output_sensitivity": dict(
-                    zip([layer.path for layer in layers], sensitivity.tolist(), strict=True)
-                )
-            }
-            if sensitivity is not None
-            else {}
-        ),
+        | ({"max_latency": options.max_latency} if options.max_latency else {}),
         seed=options.seed,
         metrics=metrics,
     )
