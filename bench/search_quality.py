@@ -7,7 +7,9 @@ third of the teacher leaves nothing for the frames between key frames).
 
 For each budget, on the same held-out clips (the last frames of the video, by time), prints the
 agreement with the teacher (IoU of the text maps thresholded at 0.3) and the mean absolute error
-of the probabilities, with each method's amortised GFLOPs, of:
+of the probabilities, with each method's amortised GFLOPs, and the output's error as a share of
+the error of repeating the key frame's output ("vs key": 1 for a model whose predicted change
+does not reach the output), of:
 
 - search:      this toolkit's search over the `default` space (constraint, exported, repaired);
 - paper space: the same search over the paper's space (`full` or separable rank C_out/4);
@@ -50,7 +52,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(f"teacher ppocrv4_det, video {args.video}, input {args.size}, {args.steps} steps, CPU")
-    header = f"{'budget':>18} {'method':12} {'GFLOPs/frame':>12} {'IoU':>7} {'MAE':>9} {'s':>6}"
+    header = (
+        f"{'budget':>18} {'method':12} {'GFLOPs/frame':>12} {'IoU':>7} {'MAE':>9} "
+        f"{'vs key':>7} {'s':>6}"
+    )
     print(header)
     print("-" * len(header))
     for fraction, interval in ((1 / 2, 3), (1 / 3, 6)):
@@ -106,9 +111,10 @@ def main() -> None:
             rows.append((method, source.macs, picks, scores, time.perf_counter() - start))
         for method, table, picks, scores, seconds in rows:
             cost = amortised(table.keyframe, table.delta(picks), interval)
+            vs_key = scores.get("val_error_vs_key", float("nan"))
             print(
                 f"{label:>18} {method:12} {cost / 1e9:12.3f} {scores['val_agreement']:7.4f} "
-                f"{scores['val_mae']:9.6f} {seconds:6.0f}"
+                f"{scores['val_mae']:9.6f} {vs_key:7.3f} {seconds:6.0f}"
             )
         for method, reason in infeasible:
             print(f"{label:>18} {method:12} infeasible: {reason}")
