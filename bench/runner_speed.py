@@ -50,6 +50,13 @@ half:3,third:6` measures the same on the trained text detector.
 
     python bench/runner_speed.py [--device cpu|cuda] [--steps 150] [--rounds 5] [--spec S ...]
                                  [--keep DIR] [--teacher T --size HxW --budgets B:K,...]
+                                 [--cheapest] [--fastest] [--closed-branches]
+
+`--fastest` adds, at each interval, every layer at the block the search's latency table times
+fastest (`zero` left out, so every layer runs one): the ceiling of what any spec whose every
+layer runs a block can gain on this machine, to set against the speed-up the target asks for.
+With `--closed-branches` each is also timed with every residual branch closed by a `zero`:
+the change then reaches the output along the identities alone, and fewer layers run.
 
 `--keep DIR` writes each searched spec to DIR (or reads it from there when a previous run left
 it), so the timings can be rerun without searching again.
@@ -358,11 +365,12 @@ def closed_branches(spec: Spec) -> Spec | None:
 def label_of(spec: Spec) -> str:
     """How a spec is named in the tables: its budget (and time limit), or what made it."""
     interval = spec.keyframe_interval
+    closed = " closed" if spec.search.get("closed_branches") else ""
     by = spec.search.get("cheapest")
     if by:
-        return f"{'fastest' if by == 'latency' else 'cheapest'} K={interval}"
-    if spec.search.get("closed_branches"):
-        return f"{spec.budget.text} closed K={interval}"
+        return f"{'fastest' if by == 'latency' else 'cheapest'}{closed} K={interval}"
+    if closed:
+        return f"{spec.budget.text}{closed} K={interval}"
     limit = spec.search.get("max_latency")
     return f"{spec.budget.text}{f' <={limit}' if limit else ''} K={interval}"
 
@@ -387,7 +395,8 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--closed-branches", action="store_true",
-        help="also time each FLOPs spec with every residual branch closed by a zero",
+        help="also time each FLOPs spec (and with --fastest, each fastest one) with every "
+        "residual branch closed by a zero",
     )  # fmt: skip
     parser.add_argument("--teacher", default="deeplabv3")
     parser.add_argument("--size", default="520x520")
@@ -424,16 +433,20 @@ def main() -> None:
         for budget, interval in budgets
         for limited in (False, True)
     ]
-    if args.closed_branches:
+    fastest = []
+    if args.fastest:
+        fastest = [
+            cheapest(args.teacher, size, interval, args.device, by="latency")
+            for _, interval in budgets
+        ]
+    if args.closed_branches:  # the FLOPs specs' and the fastest ones'
         flops = [s for s in specs if not isinstance(s, str) and not s.search.get("max_latency")]
         specs += [closed for closed in map(closed_branches, flops) if closed is not None]
     if args.cheapest:
         specs += [cheapest(args.teacher, size, interval, args.device) for _, interval in budgets]
-    if args.fastest:
-        specs += [
-            cheapest(args.teacher, size, interval, args.device, by="latency")
-            for _, interval in budgets
-        ]
+    specs += fastest
+    if args.closed_branches:
+        specs += [closed for closed in map(closed_branches, fastest) if closed is not None]
     for spec in specs:
         if isinstance(spec, str):
             print(f"no spec: {spec}")
