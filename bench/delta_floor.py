@@ -92,12 +92,12 @@ def main() -> None:
         conv = folded.get_submodule(layer.path)
         block = build_candidate("lowrank_r1", layer, weight=conv.weight.detach())
         delta = DeltaConv(conv, block.to(memory_format=memory_format)).eval()
-        delta.channels_last = args.layout == "nhwc"
+        delta.frame.channels_last = args.layout == "nhwc"
         a_key, a = key_inputs[layer.path], inputs[layer.path]
         with torch.inference_mode():
-            delta.phase = Phase.KEY
+            delta.frame.phase = Phase.KEY
             z = delta(a_key)
-            delta.phase = Phase.DELTA
+            delta.frame.phase = Phase.DELTA
         t_conv = measure(lambda conv=conv, a=a: conv(a), repeats=args.repeats, threads=threads)
         t_delta = measure(lambda d=delta, a=a: d(a), repeats=args.repeats, threads=threads)
         conv_bytes = (a.numel() + z.numel()) * FLOAT_BYTES

@@ -104,11 +104,10 @@ def read_wiring(
     ]
     # Registered after the convs' own, so a conv's output node is known when its parents end.
     hooks += [sub.register_forward_hook(module_out(p)) for p, sub in model.net.named_modules()]
-    phases = [conv.phase for _, conv in convs]
+    phase = model.frame.phase
     try:
         with torch.inference_mode(False), torch.enable_grad():
-            for _, conv in convs:
-                conv.phase = Phase.TEACHER  # the teacher's own convs: every path is open
+            model.frame.phase = Phase.TEACHER  # the teacher's own convs: every path is open
             out = model.net(x)
             if isinstance(out, dict):
                 out = out[model.output_key or "out"]
@@ -116,8 +115,8 @@ def read_wiring(
     finally:
         for h in hooks:
             h.remove()
-        for (_, conv), phase in zip(convs, phases, strict=True):
-            conv.phase = phase
+        model.frame.phase = phase
+        for _, conv in convs:
             conv.target = conv.target_input = None
     paths = [layer.path for layer, _ in convs] + [OUTPUT]
     layers = {path: tuple(sorted(sources.get(path, ()))) for path in paths}

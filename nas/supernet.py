@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,27 @@ class Phase(str, Enum):
     KEY = "key"  # run the teacher conv exactly and cache input and output
     TEACHER = "teacher"  # run the teacher conv exactly and keep its output as the target
     DELTA = "delta"  # predict the output from the change of the input
+
+
+@dataclass
+class FrameState:
+    """What every layer of a delta model needs to know of the frame it runs: one object that
+    the model shares with its layers and sets once per frame."""
+
+    phase: Phase = Phase.KEY
+    # Whether the network's in-place activations are on (inference delta frames): then a
+    # delta output must never be the cached tensor itself.
+    fresh_output: bool = False
+    # Input changes a - a_k of this frame, shared by the layers that read the same input
+    # against the same key (ASPP's parallel branches).
+    shared_deltas: dict | None = None
+    # Storages of the tensors kept from an inference key frame, shared by the model's layers
+    # and its replay: in-place activations must not write into them.
+    kept: set[int] | None = None
+    # Whether the model runs channels-last (set from the frames): an input that arrives in
+    # another layout (a concatenation of mixed layouts) is converted first, as the convs'
+    # kernels are slower in the other layout (`nas.layout`).
+    channels_last: bool = False
 
 
 class MixedDelta(nn.Module):
@@ -147,11 +169,11 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class DeltaConv(nn.Module):
     """One teacher conv (BN folded) in a delta model: exact on key frames, then z_k + g(a - a_k)."""
 
-    def __init__(self, conv: nn.Conv2d, block: nn.Module) -> None:
+    def __init__(self, conv: nn.Conv2d, block: nn.Module, frame: FrameState | None = None) -> None:
         super().__init__()
         self.conv = conv
         self.block = block
-        self.phase = Phase.KEY
+        self.frame = frame or FrameState()  # shared with the model's other layers
         self.a_key: torch.Tensor | None = None
         self.z_key: torch.Tensor | None = None
         self.target: torch.Tensor | None = None  # teacher's output on frame t (TEACHER phase)
@@ -163,22 +185,13 @@ class DeltaConv(nn.Module):
         # Whether the network changes this layer's input or output in place after the conv
         # (`out += identity`): then the caches must be copies. Found on the first key frame.
         self.copy_cache = False
-        # Whether the network's in-place activations are on (inference delta frames): then a
-        # delta output must never be the cached tensor itself.
-        self.fresh_output = False
-        # Input changes a - a_k of this frame, shared by the layers that read the same input
-        # against the same key (ASPP's parallel branches); set by the model per frame.
-        self.shared_deltas: dict | None = None
-        # Storages of the tensors kept from an inference key frame, shared by the model's layers
-        # and its replay: in-place activations must not write into them (set per key frame).
-        self.kept: set[int] | None = None
         self.kept_less = False  # whether the last key frame kept only what inference reads
         self.pooled_key: torch.Tensor | None = None  # pool(a_k), for a block that pools first
-        # Whether the model runs channels-last (set from the frames): an input that arrives in
-        # another layout (a concatenation of mixed layouts) is converted first, as the convs'
-        # kernels are slower in the other layout (`nas.layout`).
-        self.channels_last = False
         self._versions: tuple[int, int] = (0, 0)
+
+    @property
+    def phase(self) -> Phase:
+        return self.frame.phase
 
     def cache_was_changed(self) -> bool:
         """Whether the cached key tensors were modified in place since the key frame."""
@@ -186,14 +199,15 @@ class DeltaConv(nn.Module):
 
     def _input_delta(self, a: torch.Tensor) -> torch.Tensor:
         """a - a_k, computed once per frame for all layers that read `a` against one key."""
-        if self.shared_deltas is None:
+        shared = self.frame.shared_deltas
+        if shared is None:
             return a - self.a_key
         key = (id(a), self.a_key.data_ptr(), tuple(self.a_key.shape), self.a_key.stride())
-        found = self.shared_deltas.get(key)
+        found = shared.get(key)
         if found is not None and found[0] is a:  # the entry holds `a`, so its id is still a's
             return found[1]
         delta = a - self.a_key
-        self.shared_deltas[key] = (a, delta)
+        shared[key] = (a, delta)
         return delta
 
     def _keep_for_inference(self, a: torch.Tensor, z: torch.Tensor, shortcut: str | None) -> None:
@@ -207,28 +221,32 @@ class DeltaConv(nn.Module):
         if shortcut == "conv":
             return
         self.z_key = z.clone() if self.copy_cache else z
-        self.kept.add(storage(self.z_key))
+        self.frame.kept.add(storage(self.z_key))
         if shortcut is None:  # a pooling block: its pooled key input is a new tensor
             self.pooled_key = self.block.pool(a)
 
-    def _pools_first(self) -> bool:
-        """Whether the block pools its input before anything else (a `DownBlock`), which a
+    def _pools_first(self, block: nn.Module) -> bool:
+        """Whether `block` pools its input before anything else (a `DownBlock`), which a
         delta layer of the full-size model (not a per-frame one) may do to its key input."""
-        return not self.per_frame and hasattr(self.block, "from_pooled")
+        return not self.per_frame and getattr(type(block), "from_pooled", None) is not None
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        a = in_layout(a, self.channels_last)
-        shortcut = getattr(self.block, "delta_shortcut", None)
-        if self.phase is Phase.DELTA:
-            self.input_hw = tuple(a.shape[-2:])
+        frame = self.frame
+        block = self.block
+        a = in_layout(a, frame.channels_last)
+        # Looked up on the class: a module's own lookup of a missing name raises inside.
+        shortcut = getattr(type(block), "delta_shortcut", None)
+        if frame.phase is Phase.DELTA:
             inference = not torch.is_grad_enabled()
             if inference and shortcut == "conv":  # z_k + W(a - a_k) = W a + b, exactly
                 return self.conv(a)
-            if inference and shortcut == "key" and self.z_key is not None:  # z_k + 0
-                return self.z_key.clone() if self.copy_cache or self.fresh_output else self.z_key
+            z_key = self.z_key
+            if inference and shortcut == "key" and z_key is not None:  # z_k + 0
+                return z_key.clone() if self.copy_cache or frame.fresh_output else z_key
+            self.input_hw = tuple(a.shape[-2:])
             if inference and self.pooled_key is not None:  # z_k + g(pool(a) - pool(a_k))
-                pooled = self.block.pool(a).sub_(self.pooled_key)
-                return self.block.from_pooled(pooled, self.input_hw).add_(self.z_key)
+                pooled = block.pool(a).sub_(self.pooled_key)
+                return block.from_pooled(pooled, self.input_hw).add_(z_key)
             if self.a_key is None or (not self.per_frame and self.a_key.shape != a.shape):
                 raise RuntimeError(
                     "delta frame without a matching key frame: "
@@ -242,20 +260,23 @@ class DeltaConv(nn.Module):
             if inference:  # the same result with less work
                 # The block's output is new: add the key (or bias) into it in place; a per-frame
                 # block takes the input itself (a_k = 0), not a copy of it minus zero.
-                out = self.block(a if self.per_frame else self._input_delta(a))
-                if torch.broadcast_shapes(out.shape, self.z_key.shape) != out.shape:
-                    return self.z_key + out
-                return out.add_(self.z_key)
-            z = self.z_key + self.block(a - self.a_key)
+                out = block(a if self.per_frame else self._input_delta(a))
+                if out.shape != z_key.shape and (
+                    torch.broadcast_shapes(out.shape, z_key.shape) != out.shape
+                ):
+                    return z_key + out
+                return out.add_(z_key)
+            z = z_key + block(a - self.a_key)
             self.prediction = z
             if self.target_input is not None:  # teacher forcing, for this layer's own loss
                 teacher_input = resize(self.target_input, self.input_hw)
-                self.forced = self.z_key + self.block(teacher_input - self.a_key)
+                self.forced = z_key + block(teacher_input - self.a_key)
             return z.clone()
         z = self.conv(a)
-        if self.phase is Phase.KEY:
+        if frame.phase is Phase.KEY:
             self.pooled_key = None
-            if self.kept is not None and (shortcut is not None or self._pools_first()):
+            kept = frame.kept
+            if kept is not None and (shortcut is not None or self._pools_first(block)):
                 self._keep_for_inference(a, z, shortcut)
                 return z
             self.kept_less = False
@@ -263,8 +284,8 @@ class DeltaConv(nn.Module):
                 self.a_key, self.z_key = a.detach().clone(), z.detach().clone()
             else:
                 self.a_key, self.z_key = a.detach(), z.detach()
-            if self.kept is not None:
-                self.kept.update((storage(self.a_key), storage(self.z_key)))
+            if kept is not None:
+                kept.update((storage(self.a_key), storage(self.z_key)))
             if not z.is_inference():  # inference tensors keep no version counter
                 self._versions = (self.a_key._version, self.z_key._version)
         else:
@@ -297,6 +318,11 @@ class DeltaModel(nn.Module):
         # (`nas.replay`; set by `nas.build_student` for specs with `zero` blocks).
         self.replay: Replay | None = None
         self._key_shape: tuple[int, ...] | None = None
+        # The layers, looked up once, and the frame state they share (set once per frame).
+        self._convs = [(layer, net.get_submodule(layer.path)) for layer in self.layers]
+        self.frame = FrameState()
+        for _, conv in self._convs:
+            conv.frame = self.frame
 
     @classmethod
     def build(
@@ -340,7 +366,7 @@ class DeltaModel(nn.Module):
         return self
 
     def delta_convs(self) -> list[tuple[ConvLayer, DeltaConv]]:
-        return [(layer, self.net.get_submodule(layer.path)) for layer in self.layers]
+        return list(self._convs)
 
     def _replaying(self, phase: Phase, inplace: bool, check: bool, kept: set[int] | None):
         """Recording the replayed modules' outputs on key frames; replaying them on delta frames
@@ -392,14 +418,12 @@ class DeltaModel(nn.Module):
         kept = guarded if inference_key else None
         for sub in self._inplace:
             sub.inplace = inplace
-        shared = {} if inplace else None  # input changes shared within this frame only
-        channels_last = is_channels_last(x)
-        for _, conv in self.delta_convs():
-            conv.phase = phase
-            conv.fresh_output = inplace
-            conv.shared_deltas = shared
-            conv.kept = kept
-            conv.channels_last = channels_last
+        frame = self.frame
+        frame.phase = phase
+        frame.fresh_output = inplace
+        frame.shared_deltas = {} if inplace else None  # input changes shared within this frame
+        frame.kept = kept
+        frame.channels_last = is_channels_last(x)
         activations = contextlib.nullcontext() if guarded is None else self._inplace_unless(guarded)
         try:
             with self._replaying(phase, inplace, check, kept), activations:
@@ -407,9 +431,8 @@ class DeltaModel(nn.Module):
         finally:
             for sub in self._inplace:
                 sub.inplace = False
-            for _, conv in self.delta_convs():
-                conv.shared_deltas = None
-                conv.kept = None
+            frame.shared_deltas = None
+            frame.kept = None
         if isinstance(out, dict):
             out = out[self.output_key or "out"]
         return out

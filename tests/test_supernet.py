@@ -264,7 +264,9 @@ def test_parallel_branches_share_one_input_change_per_frame():
     subtractions = []
 
     def count(module, args):
-        subtractions.append(module.shared_deltas is not None and len(module.shared_deltas))
+        subtractions.append(
+            module.frame.shared_deltas is not None and len(module.frame.shared_deltas)
+        )
 
     branches = [model.net.get_submodule(f"branches.{i}") for i in range(3)]
     for conv in branches:
@@ -281,7 +283,7 @@ def test_parallel_branches_share_one_input_change_per_frame():
     # Before the branches: the stem's input change; the first branch adds the shared input's,
     # which the other two find.
     assert seen == [1, 2, 2]
-    assert all(conv.shared_deltas is None for conv in branches)  # nothing kept past the frame
+    assert all(conv.frame.shared_deltas is None for conv in branches)  # nothing kept past the frame
 
 
 def _lowrank_model(teacher, size):
