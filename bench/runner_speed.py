@@ -433,20 +433,25 @@ def main() -> None:
         for budget, interval in budgets
         for limited in (False, True)
     ]
+
+    def closed_ones(found: list[Spec]) -> list[Spec]:
+        """`found` with every residual branch closed, where `--closed-branches` asks for it."""
+        if not args.closed_branches:
+            return []
+        return [closed for closed in map(closed_branches, found) if closed is not None]
+
     fastest = []
     if args.fastest:
         fastest = [
             cheapest(args.teacher, size, interval, args.device, by="latency")
             for _, interval in budgets
         ]
-    if args.closed_branches:  # the FLOPs specs' and the fastest ones'
-        flops = [s for s in specs if not isinstance(s, str) and not s.search.get("max_latency")]
-        specs += [closed for closed in map(closed_branches, flops) if closed is not None]
+    specs += closed_ones(
+        [s for s in specs if not isinstance(s, str) and not s.search.get("max_latency")]
+    )
     if args.cheapest:
         specs += [cheapest(args.teacher, size, interval, args.device) for _, interval in budgets]
-    specs += fastest
-    if args.closed_branches:
-        specs += [closed for closed in map(closed_branches, fastest) if closed is not None]
+    specs += fastest + closed_ones(fastest)
     for spec in specs:
         if isinstance(spec, str):
             print(f"no spec: {spec}")

@@ -169,11 +169,11 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class DeltaConv(nn.Module):
     """One teacher conv (BN folded) in a delta model: exact on key frames, then z_k + g(a - a_k)."""
 
-    def __init__(self, conv: nn.Conv2d, block: nn.Module, frame: FrameState | None = None) -> None:
+    def __init__(self, conv: nn.Conv2d, block: nn.Module) -> None:
         super().__init__()
         self.conv = conv
         self.block = block
-        self.frame = frame or FrameState()  # shared with the model's other layers
+        self.frame = FrameState()  # a `DeltaModel` gives all its layers one, shared
         self.a_key: torch.Tensor | None = None
         self.z_key: torch.Tensor | None = None
         self.target: torch.Tensor | None = None  # teacher's output on frame t (TEACHER phase)
