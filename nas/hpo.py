@@ -124,10 +124,25 @@ def mask_url(url: str) -> str:
         return url
 
 
+# SQLSTATEs of a lost race to create Optuna's schema: a table, index or sequence (42P07) or a
+# type (42710) that another worker created first. A unique violation (23505) comes as an
+# IntegrityError.
+CREATED_FIRST = {"42P07", "42710"}
+
+
+def lost_creation_race(exc: Exception) -> bool:
+    """Whether opening the storage failed because another worker created its schema first."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    if isinstance(exc, IntegrityError):
+        return True
+    return isinstance(exc, ProgrammingError) and (
+        getattr(exc.orig, "sqlstate", None) in CREATED_FIRST
+    )
+
+
 def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
     """The RDB storage with heartbeats; a stale trial is failed and queued again (up to twice)."""
-    from sqlalchemy.exc import IntegrityError
-
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     attempts = 5  # workers started together race to create Optuna's tables: the losers retry
     try:
@@ -142,8 +157,8 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
                         max_retry=2
                     ),
                 )
-            except IntegrityError:
-                if attempt == attempts - 1:
+            except Exception as exc:
+                if not lost_creation_race(exc) or attempt == attempts - 1:
                     raise
                 time.sleep(0.5 * (attempt + 1))
     except Exception as exc:  # SQLAlchemy's errors span many lines: keep the first
