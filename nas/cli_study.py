@@ -286,9 +286,10 @@ def _print_trials(table, *, everything: bool) -> None:
     title = "all trials" if everything else "Pareto-optimal trials (feasible)"
     out = Table(title=f"{title}: {len(rows)} of {len(table)}", title_justify="left")
     params = [c for c in table.columns if c.startswith(PARAM_PREFIX)]
-    columns = ["trial", "state", "agreement", "gflops", "latency_ms", "feasible"]
-    if table["latency_ms"].isna().all():
-        columns.remove("latency_ms")
+    columns = ["trial", "state", "agreement", "gflops", "latency_ms", "speedup", "feasible"]
+    for optional in ("latency_ms", "speedup"):
+        if optional not in table or table[optional].isna().all():
+            columns.remove(optional)
     for column in columns + [c[len(PARAM_PREFIX) :] for c in params]:
         out.add_column(column, justify="left" if column in ("state", "search_space") else "right")
     for _, row in rows.iterrows():
@@ -322,6 +323,7 @@ def _print_spec_summary(path: Path, trial: int) -> None:
     console.print(
         "layers per candidate kind: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
     )
+    _print_speedup(spec)
     if spec.mode == "delta" and set(kinds) == {NO_CHANGE}:
         console.print(
             "warning: every layer is `zero`: between key frames the student repeats the key "
@@ -372,3 +374,27 @@ def dashboard(run: Path = RUN) -> None:
     _, study = load_run(run)
     write_results(study, run)
     console.print(f"dashboard: {write_dashboard(run)}")
+
+
+def _print_speedup(spec) -> None:
+    """The spec's measured speed-up over the teacher (delta mode), and a warning where most of
+    its saving in multiply-adds is not saved in time on the search's device."""
+    from nas.speedup import SPEED_TARGET
+
+    metrics = spec.metrics
+    if "speedup" not in metrics:
+        return
+    ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
+    console.print(
+        "measured end to end on the search's device: "
+        f"{metrics['amortised_ms']:.4g} ms per frame amortised against the teacher's "
+        f"{metrics['teacher_ms']:.4g} ms, {metrics['speedup']:.2f}x faster: "
+        f"{metrics['speedup_share']:.0%} of the {ratio:.2f}x fewer multiply-adds"
+    )
+    if metrics["speedup_share"] < SPEED_TARGET:
+        console.print(
+            f"warning: on this device the spec turns under {SPEED_TARGET:.0%} of its saving in "
+            "multiply-adds into time; to search for time as well, add --max-latency (e.g. "
+            f"{metrics['teacher_ms'] / (SPEED_TARGET * ratio):.3g}ms for "
+            f"{SPEED_TARGET:.0%} of it)"
+        )

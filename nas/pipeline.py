@@ -49,6 +49,7 @@ from nas.layout import layout_for
 from nas.liveness import NO_CHANGE
 from nas.sizes import check_multiple, parse_size, scaled_size
 from nas.spec import BudgetRef, LayerShape, Spec, SpecLayer, TeacherRef, Totals, save_spec
+from nas.speedup import measure_speedup
 from nas.supernet import amortised
 from nas.tables import latency_table, macs_table
 from nas.tc_loss import DEFAULT_TC_WEIGHT
@@ -448,6 +449,21 @@ def search(
             channels_last=run.channels_last,
         )
         metrics |= measured
+    if options.interval is not None:  # delta mode: what the saving is worth in time
+        macs = run.macs
+        ratio = macs.keyframe / amortised(macs.keyframe, macs.delta(picks), options.interval)
+        metrics |= measure_speedup(
+            net,
+            picks,
+            run.teacher,
+            run.size,
+            options.interval,
+            ratio,
+            device=run.device,
+            threads=run.threads,
+            channels_last=run.channels_last,
+            measured=metrics if "delta_frame_ms" in metrics else None,
+        )
     metrics |= validate(net, run.teacher, run.val_batches(), picks)
     teacher_macs = None
     if run.student_size != run.size:  # the reference is the teacher on full-size frames

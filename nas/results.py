@@ -44,6 +44,7 @@ def trials_table(study: optuna.Study, run: Path) -> pd.DataFrame:
                 atomic_write_json(
                     (run / spec_path).parent / runs.TRIAL_PROBABILITIES, probabilities
                 )
+        measured = json.loads(trial.user_attrs.get("spec", "{}")).get("metrics", {})
         done = trial.datetime_complete
         start = trial.datetime_start
         rows.append(
@@ -53,6 +54,7 @@ def trials_table(study: optuna.Study, run: Path) -> pd.DataFrame:
                 "agreement": values.get("agreement", math.nan),
                 "gflops": values.get("gflops", math.nan),
                 "latency_ms": values.get("latency_ms", math.nan),
+                "speedup": measured.get("speedup", math.nan),
                 "feasible": _feasible(trial),
                 "pareto": trial.number in front,
                 "spec_path": spec_path,

@@ -41,12 +41,15 @@ COLUMNS = {
     "agreement": "float: agreement with the teacher on held-out frames (up; NaN if not done)",
     "gflops": "float: amortised GFLOPs per frame (multiply-adds / 1e9; down)",
     "latency_ms": "float: measured amortised ms per frame (NaN unless the budget is a latency)",
+    "speedup": "float: measured amortised speed-up over the teacher (delta mode; NaN otherwise)",
     "feasible": "bool: within the budget",
     "pareto": "bool: on the front of the COMPLETE feasible trials (Optuna's best_trials)",
     "spec_path": "str: the trial's spec, relative to the run folder ('' if none)",
     "duration_s": "float: wall-clock seconds of the trial (NaN while running)",
     "started": "str: ISO time the trial started",
 }
+# Columns added after the first tables were written: a table without them reads as NaN there.
+LATER_COLUMNS = ("speedup",)
 PARAM_PREFIX = "param_"  # empty where a trial did not sample it (pruned before, or not `auto`)
 
 

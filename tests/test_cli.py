@@ -1,7 +1,9 @@
 """The `nas` command, run as a user runs it: published figures, tables, and one-line errors."""
 
+import json
 import re
 
+import pandas as pd
 import pytest
 import torch
 
@@ -164,6 +166,13 @@ def test_search_writes_study_spec_and_summary(run_nas, tmp_path):
     assert "Pareto-optimal trials (feasible)" in result.stdout
     assert "layers per candidate kind:" in result.stdout
     assert f"spec written to {run / 'spec.json'}" in result.stdout.replace("\n", "")
+    # The best spec's measured speed-up, as its metrics record it and the trials table lists it.
+    metrics = json.loads((run / "spec.json").read_text())["metrics"]
+    said = " ".join(result.stdout.split())
+    assert f"{metrics['speedup']:.2f}x faster: {metrics['speedup_share']:.0%} of the" in said
+    assert ("to search for time as well" in said) == (metrics["speedup_share"] < 0.8)
+    table = pd.read_csv(run / "trials.csv")
+    assert any(v == pytest.approx(metrics["speedup"]) for v in table["speedup"])
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,24 @@ def test_spec_meets_and_uses_the_budget(tiny_run):
     assert 0.0 <= spec.metrics["val_agreement"] <= 1.0
 
 
+def test_search_measures_what_its_saving_is_worth_in_time(tiny_run):
+    """The teacher and the exported delta model timed end to end: the spec records the
+    amortised speed-up and its share of the multiply-add ratio, consistent with its totals."""
+    spec = tiny_run.spec
+    m = spec.metrics
+    assert all(m[name] > 0 for name in ("teacher_ms", "keyframe_ms", "delta_frame_ms"))
+    assert m["amortised_ms"] == pytest.approx((m["keyframe_ms"] + 2 * m["delta_frame_ms"]) / 3)
+    assert m["speedup"] == pytest.approx(m["teacher_ms"] / m["amortised_ms"])
+    ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
+    assert m["speedup_share"] == pytest.approx(m["speedup"] / ratio)
+
+
+def test_per_frame_search_has_no_speedup(tmp_path):
+    """No key frames, no amortised speed-up: the per-frame modes are not timed after export."""
+    spec = _run(tmp_path, mode="perframe", budget="20MFLOPs").spec
+    assert "speedup" not in spec.metrics and "teacher_ms" not in spec.metrics
+
+
 def test_run_folder(tiny_run):
     out = tiny_run.out
     assert load_spec(out / "spec.json") == tiny_run.spec
@@ -102,6 +120,9 @@ def test_latency_limit_beside_a_flops_budget(tmp_path, monkeypatch):
     assert spec.budget.text == "3MFLOPs" and spec.totals.amortised_macs <= 3e6
     assert spec.search["max_latency"] == "1s"
     assert 0 < spec.metrics["amortised_ms"] <= 1000.0  # measured end to end, within the limit
+    # The speed-up is set against the frames the limit was checked on, not a second timing.
+    m = spec.metrics
+    assert m["speedup"] == pytest.approx(m["teacher_ms"] / m["amortised_ms"])
     rows = list(csv.DictReader((result.out / "log.csv").open()))
     assert len(rows) == 6
 

@@ -32,7 +32,7 @@ from search_spaces import decode
 
 COMPLETE = "COMPLETE"
 STEP_FIELDS = [f.name for f in dataclasses.fields(StepLog)]
-_FLOAT_COLUMNS = ("agreement", "gflops", "latency_ms", "duration_s")
+_FLOAT_COLUMNS = ("agreement", "gflops", "latency_ms", "speedup", "duration_s")
 _BOOL_COLUMNS = ("feasible", "pareto")
 _TEXT_COLUMNS = ("state", "spec_path", "started")
 _TRUE = {"true", "1", "yes", "t", "y", "1.0"}
@@ -51,6 +51,7 @@ class TrialRow:
     agreement: float
     gflops: float
     latency_ms: float
+    speedup: float  # measured, over the teacher (NaN: not measured)
     feasible: bool
     pareto: bool
     spec_path: str
@@ -152,6 +153,9 @@ def _trials(run: Path) -> tuple[list[TrialRow], list[str]]:
     frame, path = _read_table(run)
     if frame is None:
         return [], []
+    for name in runs.LATER_COLUMNS:
+        if name not in frame.columns:
+            frame[name] = math.nan
     missing = [name for name in runs.COLUMNS if name not in frame.columns]
     if missing:
         raise NasError(f"trials table '{path}' lacks the column(s) {', '.join(missing)}")
@@ -624,13 +628,16 @@ def summary(data: RunData) -> Summary:
         states[row.state] = states.get(row.state, 0) + 1
     front = sorted((row for row in data.trials if row.on_front), key=lambda row: row.gflops)
     timed = any(math.isfinite(row.latency_ms) for row in front)
+    sped = any(math.isfinite(row.speedup) for row in front)
     columns = ["trial", "agreement", "GFLOPs", *(["latency ms"] if timed else [])]
-    columns += [*data.param_names, "spec"]
+    columns += [*(["speed-up"] if sped else []), *data.param_names, "spec"]
     rows = []
     for row in front:
         cells = [str(row.trial), f"{row.agreement:.4f}", f"{row.gflops:.4g}"]
         if timed:
             cells.append(format_value(row.latency_ms))
+        if sped:
+            cells.append(format_value(row.speedup))
         cells += [format_value(row.params[n]) if n in row.params else "" for n in data.param_names]
         cells.append(row.spec_path)
         rows.append(cells)
