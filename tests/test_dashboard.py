@@ -131,6 +131,7 @@ def make_run(root, tiny, *, budget_kind: str = "macs", seed: int = 0) -> dict:
                 "agreement": rng.uniform(0.6, 0.99) if done else math.nan,
                 "gflops": cost[trial] / 1e9 if done else math.nan,
                 "latency_ms": latency,
+                "speedup": 1.0 + 0.1 * trial if done else math.nan,
                 "feasible": feasible,
                 "pareto": False,
                 "spec_path": spec_path,
@@ -358,6 +359,21 @@ def test_a_latency_budget(tmp_path, tiny):
     assert d.architecture_map(data).trial == d.layer_macs(data).trial == best
     html = write_dashboard(tmp_path).read_text()
     assert 'id="latency"' in html
+
+
+def test_front_table_lists_the_measured_speedup(run):
+    """The summary's front table gives each front trial's measured speed-up; a table written
+    before the column existed reads as not measured, and the column is left out."""
+    root, known = run
+    front = sorted((r for r in known["rows"] if r["pareto"]), key=lambda r: r["gflops"])
+    table = d.summary(d.load_run(root))
+    column = table.columns.index("speed-up")
+    assert [row[column] for row in table.front] == [d.format_value(r["speedup"]) for r in front]
+    frame = pd.read_parquet(root / runs.TRIALS_PARQUET)
+    frame.drop(columns=["speedup"]).to_parquet(root / runs.TRIALS_PARQUET)
+    older = d.load_run(root)
+    assert all(math.isnan(row.speedup) for row in older.trials)
+    assert "speed-up" not in d.summary(older).columns
 
 
 def test_errors_name_the_file(run):
