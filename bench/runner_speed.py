@@ -86,6 +86,7 @@ from nas.pipeline import SearchOptions, make_spec, prepare, search
 from nas.runner import DeltaRunner
 from nas.sizes import parse_size
 from nas.spec import Spec, load_spec, save_spec
+from nas.speedup import SPEED_TARGET
 from nas.student import build_student, idle_layers_of, teacher_for
 from nas.supernet import amortised
 from nas.tables import block_latencies, macs_table
@@ -93,7 +94,6 @@ from nas.teachers import load_teacher
 from search_spaces import build_candidate
 
 CLIP = "sample:bikes"  # real frames, for how much of the change a student predicts
-TARGET = 0.8  # the wall-clock speed-up asked for, as a share of the multiply-add ratio
 
 # Both models run in each memory layout; channels-last is the faster one for convs on CPU.
 LAYOUTS = {"NCHW": torch.contiguous_format, "NHWC": torch.channels_last}
@@ -258,8 +258,8 @@ def searched(
 ) -> Spec | str:
     """The spec of a search of `steps` steps at `budget_text` ("half", "third": of the
     teacher), or why there is none. `limited`: with `--max-latency` at the target, the
-    teacher's time (measured now) over `TARGET` times the budget's multiply-add ratio. `keep`:
-    a folder where the spec is kept (and found again by a later run)."""
+    teacher's time (measured now) over `SPEED_TARGET` times the budget's multiply-add ratio.
+    `keep`: a folder where the spec is kept (and found again by a later run)."""
     name = f"{teacher_name}-{budget_text}-K{interval}{'-limited' if limited else ''}.json"
     kept = keep / name if keep else None
     if kept is not None and kept.exists():
@@ -277,7 +277,7 @@ def searched(
         seconds = time_module(
             teacher.module.eval(), (1, 3, *size), device=device, channels_last=channels_last
         ).median
-        max_latency = f"{1e3 * seconds / (TARGET * macs / budget.value):.1f}ms"
+        max_latency = f"{1e3 * seconds / (SPEED_TARGET * macs / budget.value):.1f}ms"
     with tempfile.TemporaryDirectory() as out:
         options = SearchOptions(
             teacher=teacher_name, budget=str(budget), max_latency=max_latency,

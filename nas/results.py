@@ -29,6 +29,11 @@ def _feasible(trial: FrozenTrial) -> bool:
     return trial.state is TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
 
 
+def _metrics(trial: FrozenTrial) -> dict[str, float]:
+    """The metrics of a trial's spec, as the study stores it (empty before it has one)."""
+    return json.loads(trial.user_attrs.get("spec", "{}")).get("metrics", {})
+
+
 def trials_table(study: optuna.Study, run: Path) -> pd.DataFrame:
     """One row per trial: `nas.runs.COLUMNS`, then `param_<name>` for each hyperparameter."""
     names, _ = objectives(parse_budget(study.user_attrs["identity"]["budget"]).kind)
@@ -44,7 +49,7 @@ def trials_table(study: optuna.Study, run: Path) -> pd.DataFrame:
                 atomic_write_json(
                     (run / spec_path).parent / runs.TRIAL_PROBABILITIES, probabilities
                 )
-        measured = json.loads(trial.user_attrs.get("spec", "{}")).get("metrics", {})
+        measured = _metrics(trial)
         done = trial.datetime_complete
         start = trial.datetime_start
         rows.append(
@@ -88,10 +93,7 @@ def _note_teacher_latency(study: optuna.Study, run: Path) -> None:
     info = runs.StudyInfo.model_validate_json(path.read_text())
     if info.budget_kind != "latency":
         return
-    metrics = (
-        json.loads(t.user_attrs.get("spec", "{}")).get("metrics", {})
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    )
+    metrics = (_metrics(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     measured = sorted(m["keyframe_ms"] for m in metrics if "keyframe_ms" in m)
     if measured:
         info = info.model_copy(update={"teacher_latency_ms": measured[len(measured) // 2]})
