@@ -192,16 +192,19 @@ def error_against_repeating(spec: Spec, teacher, student, frames: int = 13) -> f
 
 def running_note(spec: Spec) -> str:
     """How many of the spec's layers run a block on delta frames (and idle blocks paid for),
-    and how much of the teacher's change between frames the student's output predicts."""
+    what its search measured, and how much of the teacher's change between frames the
+    student's output predicts."""
     teacher = teacher_for(spec)
     student = build_student(spec, teacher)
     idle = idle_layers_of(spec, student)
     paid = sum(layer.path in idle and layer.candidate != NO_CHANGE for layer in spec.layers)
     running = len(spec.layers) - len(idle)
     agreement = spec.metrics.get("val_agreement")
+    searched_ms = spec.metrics.get("amortised_ms")  # its search's own end-to-end timing
     return (
         f"{running} of {len(spec.layers)} layers run a block on delta frames"
         + (f", agreement with the teacher {agreement:.4f}" if agreement is not None else "")
+        + (f", {searched_ms:.1f} ms per frame as its search measured it" if searched_ms else "")
         + (f" ({paid} idle blocks paid for)" if paid else "")
         + ("; the output repeats the key frame's" if running == 0 else "")
         + f"; error on {CLIP} {error_against_repeating(spec, teacher, student):.3f}"
