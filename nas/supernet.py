@@ -42,6 +42,7 @@ from nas.fold import fold_batchnorms
 from nas.graph import ConvLayer
 from nas.layout import in_layout, is_channels_last
 from nas.resample import bilinear
+from nas.teachers.base import select_output
 
 if TYPE_CHECKING:
     from nas.replay import Replay
@@ -433,9 +434,7 @@ class DeltaModel(nn.Module):
                 sub.inplace = False
             frame.shared_deltas = None
             frame.kept = None
-        if isinstance(out, dict):
-            out = out[self.output_key or "out"]
-        return out
+        return select_output(out, self.output_key)
 
     def use_replay(self, replay: Replay | None) -> DeltaModel:
         """Replay `replay`'s modules from the key frame on delta frames (None: run them all).

@@ -58,3 +58,18 @@ def traced_forward(
             if attempt == attempts[-1]:
                 raise
     raise AssertionError("unreachable")
+
+
+def runs_on_meta(module: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether `module` runs on `meta` tensors, i.e. reads no tensor values while it runs.
+    Modules that do (any onnx2torch graph) must stay on a real device to be counted."""
+    x = torch.empty(input_shape, device="meta")
+    try:
+        with torch.no_grad():
+            if module_device(module).type == "meta":
+                module(x)
+            else:
+                functional_call(module, _meta_state(module), (x,))
+    except (NotImplementedError, RuntimeError):
+        return False
+    return True

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -103,6 +104,66 @@ def build_nan() -> NanNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return NanNet()
+
+
+def tiny_multi_output_onnx(path: Path) -> Path:
+    """A small ONNX saliency net with two outputs, written to `path`: the fused map first (a
+    sigmoid, upsampled by a `Resize` whose scales onnx2torch reads at run time, as U²-Net's
+    graph does), then a half-resolution side output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, *shape: int):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4,
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"], kernel_shape=[1, 1]),
+        helper.make_node("Resize", ["c3", "", "scales"], ["up"], mode="linear"),
+        helper.make_node("Sigmoid", ["up"], ["fused"]),
+        helper.make_node("Conv", ["r2", "w4"], ["c4"], kernel_shape=[1, 1]),
+        helper.make_node("Sigmoid", ["c4"], ["side"]),
+    ]  # fmt: skip
+    inits = [weight("w1", 8, 3, 3, 3), weight("w2", 8, 8, 3, 3), weight("w3", 1, 8, 1, 1)]
+    inits += [weight("w4", 1, 8, 1, 1)]
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "scales"))
+    dims = ["N", 3, "H", "W"]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_multi_output",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [
+            helper.make_tensor_value_info("fused", TensorProto.FLOAT, ["N", 1, "H", "W"]),
+            helper.make_tensor_value_info("side", TensorProto.FLOAT, ["N", 1, "h", "w"]),
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def build_multi_output():
+    """A `module:callable` factory for tests: `tests.conftest:build_multi_output`, returning the
+    tiny two-output ONNX net as a `Teacher` through `onnx_teacher`, ImageNet-normalised, as a
+    user would wrap their own exported model."""
+    import tempfile
+
+    from nas.teachers.base import IMAGENET, InputSpec
+    from nas.teachers.onnx import onnx_teacher
+
+    folder = Path(tempfile.mkdtemp(prefix="nas-multi-output-"))
+    return onnx_teacher(
+        tiny_multi_output_onnx(folder / "tiny.onnx"),
+        name="tiny_multi_output",
+        input_spec=InputSpec(**IMAGENET, size_multiple=8, default_size=(64, 96)),
+    )
 
 
 TINY_SEARCH = dict(

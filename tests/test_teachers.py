@@ -7,6 +7,7 @@ import torch
 
 from nas.errors import NasError
 from nas.teachers import TEACHERS, OutputKind, load_teacher
+from nas.teachers.base import select_output
 from nas.teachers.weights import weights_id
 from nas.trace import traced_forward
 
@@ -19,7 +20,7 @@ def test_every_registered_teacher(name):
     assert all(h % spec.size_multiple == 0 for h in spec.default_size)
     assert len(spec.mean) == len(spec.std) == 3 and min(spec.std) > 0
     out, _ = traced_forward(teacher.module, (1, 3, *spec.default_size), torch.no_grad)
-    out = out["out"] if isinstance(out, dict) else out
+    out = select_output(out, teacher.output_key)
     if teacher.output_kind is OutputKind.IMAGE_LOGITS:
         assert tuple(out.shape) == (1, teacher.num_classes)
     else:
@@ -30,6 +31,7 @@ def test_every_registered_teacher(name):
 def test_aliases_resolve():
     assert load_teacher("deeplabv3", device="meta").name == "deeplabv3_mobilenet_v3_large"
     assert load_teacher("ppocr", device="meta").name == "ppocrv4_det"
+    assert load_teacher("u2net", device="meta").name == "u2netp"
 
 
 def test_unknown_teacher_lists_known():

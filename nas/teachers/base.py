@@ -79,9 +79,18 @@ class Teacher:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return select_output(self.module(x), self.output_key)
 
+    @property
+    def is_random(self) -> bool:
+        """Whether the weights are a seeded random init (no trained model's meaning)."""
+        return self.weights_id.startswith(RANDOM_INIT)
+
+
+RANDOM_INIT = "init:"  # weights_id prefix of a seeded random init
+
 
 def select_output(out, key: str | None) -> torch.Tensor:
-    """The teacher's prediction from whatever its module returns (a tensor or a dict)."""
+    """The prediction in whatever a network returns: the tensor itself, the `key` entry (default
+    `out`) of a dict, or the first of a tuple or list (U²-Net's fused map leads its seven)."""
     if isinstance(out, dict):
         return out[key or "out"]
     if isinstance(out, (tuple, list)):

@@ -11,13 +11,15 @@ ONNX teachers are always materialised on a real device: their converted graphs r
 
 from __future__ import annotations
 
-import importlib.util
 from contextlib import nullcontext
 from pathlib import Path
+
+import warnings
 
 import torch
 
 from nas.errors import NasError
+from nas.packaged import packaged_file
 from nas.teachers.base import (
     UNIT_RANGE,
     InputSpec,
@@ -32,6 +34,14 @@ from nas.torchvision_compat import ensure_torchvision_importable
 from nas.trace import traced_forward
 
 DEFAULT_SIZE = (480, 640)
+
+# onnx2torch's Slice indexes with a list, which torch warns about on every converted model's
+# first pass; the indexing works, and users cannot act on the warning.
+warnings.filterwarnings(
+    "ignore",
+    message="Using a non-tuple sequence for multidimensional indexing",
+    category=UserWarning,
+)
 
 
 def constants_to_initializers(model) -> int:
@@ -135,13 +145,12 @@ PPOCR_INPUT = InputSpec(
 
 def ppocr_det_path() -> Path:
     """The PP-OCRv4 detector inside the installed `rapidocr-onnxruntime` package."""
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    if spec is None or spec.origin is None:
-        raise NasError(
-            "teacher ppocrv4_det needs the rapidocr-onnxruntime package: "
-            "pip install --no-deps rapidocr-onnxruntime==1.4.4"
-        )
-    return Path(spec.origin).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    return packaged_file(
+        "rapidocr_onnxruntime",
+        "models/ch_PP-OCRv4_det_infer.onnx",
+        needed_by="teacher ppocrv4_det",
+        install="pip install --no-deps rapidocr-onnxruntime==1.4.4",
+    )
 
 
 @TEACHERS.register("ppocrv4_det", aliases=("ppocr",))

@@ -1,7 +1,8 @@
 """A user's own teacher from `module:callable`, e.g. `mypkg.models:build_teacher`.
 
 The callable is called with no arguments (plus `num_classes=` when `--num-classes` is given)
-and returns either an `nn.Module` or a full `Teacher`. A bare module is fed ImageNet-normalised
+and returns either an `nn.Module` or a full `Teacher` (named `module:callable`, whatever name
+it carries, so that a spec can load it again). A bare module is fed ImageNet-normalised
 RGB at 520x520 (any size a multiple of 8), and its output kind is read off its output shape;
 return a `Teacher` to say otherwise.
 """
@@ -25,7 +26,7 @@ from nas.teachers.base import (
     select_output,
 )
 from nas.teachers.weights import load_into, read_state_dict
-from nas.trace import traced_forward
+from nas.trace import runs_on_meta, traced_forward
 
 USER_INPUT = InputSpec(**IMAGENET, size_multiple=8, default_size=(520, 520))
 
@@ -63,7 +64,7 @@ def user_teacher(
     factory = resolve_callable(target)
     built = factory(num_classes=num_classes) if num_classes is not None else factory()
     if isinstance(built, Teacher):
-        teacher = built
+        teacher = replace(built, name=target)  # the name a spec reloads it by
     elif isinstance(built, nn.Module):
         probe, _ = traced_forward(built, (1, 3, *USER_INPUT.default_size), nullcontext)
         kind, classes = infer_output_kind(select_output(probe, None).shape)
@@ -83,6 +84,9 @@ def user_teacher(
         load_into(teacher.module, read_state_dict(weights), who=target, source=str(weights))
         teacher = replace(teacher, weights_id=file_sha256(weights))
     teacher.module.eval()
+    shape = (1, 3, *teacher.input_spec.default_size)
+    if device == "meta" and not runs_on_meta(teacher.module, shape):
+        device = "cpu"  # its forward reads tensor values: counting it needs one real pass
     if device != "cpu":
         teacher.module.to(device)
     return teacher

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from nas.errors import NasError
-from nas.teachers.base import file_sha256
+from nas.teachers.base import RANDOM_INIT, file_sha256
 from nas.teachers.batchnorm_stats import CLIP, FRAMES, STRIDE
 
 _SHOWN = 5  # keys listed per kind of mismatch
@@ -104,4 +104,4 @@ def weights_id(path: Path | None) -> str:
     BatchNorm statistics measured on frames of the built-in clip (`batchnorm_stats`)."""
     if path is not None:
         return file_sha256(path)
-    return f"init:seed={INIT_SEED};bn-stats:{CLIP}:{FRAMES}/{STRIDE}"
+    return f"{RANDOM_INIT}seed={INIT_SEED};bn-stats:{CLIP}:{FRAMES}/{STRIDE}"
