@@ -11,10 +11,9 @@ ONNX teachers are always materialised on a real device: their converted graphs r
 
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
-
-import warnings
 
 import torch
 
