@@ -57,7 +57,7 @@ def largest_scale(teacher, size: tuple[int, int], budget: float) -> float:
 
 
 def row_of(result) -> dict[str, float]:
-    rows = {metric: (teacher, student) for metric, teacher, student in result.rows}
+    rows = {metric: (teacher, student) for metric, teacher, student, _ in result.rows}
     between = sum(r["frames"] for r in result.by_distance)
     agree_between = rows["agreement with the teacher (frames between key frames)"][1]
     agreement = (agree_between * between + result.key_frames) / result.frames

@@ -45,8 +45,8 @@ def main() -> None:
         teacher_macs = count_macs(load_teacher("ppocrv4_det").module, size)
         options = SearchOptions(
             teacher="ppocrv4_det", budget=str(teacher_macs / 2), input_size=args.size,
-            keyframe_interval=3, steps=args.search_steps, max_frames=250, device="cpu",
-            out=str(Path(tmp) / "search"),
+            video="sample:bikes", keyframe_interval=3, steps=args.search_steps, max_frames=250,
+            device="cpu", out=str(Path(tmp) / "search"),
         )  # fmt: skip
         spec = search(options).spec
         teacher = teacher_for(spec, device="cpu")
@@ -97,7 +97,7 @@ def main() -> None:
             result = evaluate(
                 spec, teacher, model, clip, interval=3, max_frames=args.frames, device=device
             )
-            rows = {name: (t, s) for name, t, s in result.rows}
+            rows = {name: (t, s) for name, t, s, _ in result.rows}
             tc_teacher, tc_student = rows["temporal consistency TC"]
             agreement = rows["agreement with the teacher (frames between key frames)"][1]
             if label == models[0][0]:

@@ -4,8 +4,9 @@ EVALUATORS.get("cost")(model, input_size=(520, 520))   # {"gflops": ..., "params
 EVALUATORS.get("temporal_consistency")(preds, frames, kind=kind, num_classes=19)  # {"tc": ...}
 EVALUATORS.get("recognition")(student_logits, teacher_logits, labels=labels)  # clips x T x C
 
-Accumulators for streams (`update` per frame or pair, then `compute`/`table`) and the optical
-flow helpers the temporal-consistency metric and loss share are exported alongside.
+Accumulators for streams (`update` per frame or pair, then `compute`/`table`: `Recovered` is R,
+the share of the teacher's change since the key frame a student recovers) and the optical flow
+helpers the temporal-consistency metric and loss share are exported alongside.
 """
 
 # `nas` first: importing it imports modules that use evaluators (nas.holdout), which must find
@@ -17,6 +18,7 @@ from evaluators.by_distance import ByDistance
 from evaluators.error_vs_key import ErrorVsKey
 from evaluators.flow import consistency_mask, dis_flow, sequence_flow, warp, warp_nearest
 from evaluators.recognition import ClipRecognition
+from evaluators.recovered import Recovered
 from evaluators.registry import EVALUATORS
 from evaluators.segmentation import SegmentationMetric
 from evaluators.temporal import TemporalConsistency
@@ -26,6 +28,7 @@ __all__ = [
     "ByDistance",
     "ClipRecognition",
     "ErrorVsKey",
+    "Recovered",
     "SegmentationMetric",
     "TemporalConsistency",
     "consistency_mask",

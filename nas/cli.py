@@ -39,6 +39,11 @@ LAYOUT = typer.Option(
     "The student runs in it, and a search measures latencies in it.",
 )
 TEACHER_WEIGHTS = typer.Option(None, "--teacher-weights", help="State dict file (torch.save).")
+VIDEOS_HELP = (
+    "sample:NAME, synthetic[:k=v,...], a file, a folder of frames or of videos, a glob, "
+    "cityscapes:ROOT; repeat it for several. Default: every built-in clip for the trained "
+    "teachers (prob_map), sample:bikes for the others."
+)
 
 
 @app.callback()
@@ -74,14 +79,15 @@ def teachers() -> None:
     from nas.teachers import TEACHERS, load_teacher
 
     table = Table(title="teachers", title_justify="left")
-    for column in ("name", "aliases", "output", "default input", "params", "GFLOPs"):
+    columns = ("name", "aliases", "weights", "output", "default input", "params", "GFLOPs")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("params", "GFLOPs") else "left")
     for name in TEACHERS:
         try:
             teacher = load_teacher(name, device="meta")
         except NasError as exc:  # a teacher whose data package is missing is listed, not fatal
             table.add_row(
-                name, ", ".join(TEACHERS.aliases_of(name)), f"unavailable: {exc}", "", "", ""
+                name, ", ".join(TEACHERS.aliases_of(name)), "", f"unavailable: {exc}", "", "", ""
             )
             continue
         size = teacher.input_spec.default_size
@@ -89,6 +95,7 @@ def teachers() -> None:
         table.add_row(
             name,
             ", ".join(TEACHERS.aliases_of(name)),
+            "random init: pass --teacher-weights" if teacher.is_random else "trained, in the box",
             teacher.output_kind.value,
             f"{size[0]}x{size[1]}",
             f"{report.params:,}",
@@ -123,7 +130,7 @@ def cost(
         None, "--threads", help="CPU threads for latency (default: all cores)."
     ),
     budget: str | None = typer.Option(
-        None, "--budget", help="Compare with a budget, e.g. 5GFLOPs or 40ms."
+        None, "--budget", help="Compare with a budget, e.g. 5GFLOPs, 40ms or 50% (of the teacher)."
     ),
     layout: str = typer.Option(
         "nchw",
@@ -132,7 +139,7 @@ def cost(
     ),
 ) -> None:
     """Multiply-adds (GFLOPs), parameters and, optionally, latency of a teacher."""
-    from nas.budget import CostKind, parse_budget
+    from nas.budget import CostKind, parse_budget, resolve_budget
     from nas.cost import cost_report, padding_macs
     from nas.latency import conv_latencies, default_threads, parse_device, time_module
     from nas.layout import check_layout, layout_for
@@ -193,6 +200,7 @@ def cost(
                 report.layers, device=device, threads=threads, channels_last=channels_last
             )
     if limit is not None:
+        limit = resolve_budget(limit, teacher_macs=report.macs)  # `50%`: of the teacher counted
         actual = whole.median if limit.kind is CostKind.LATENCY else report.macs
         summary.add_row(f"budget {limit}", _budget_verdict(limit.value / actual))
     console.print(summary)
@@ -223,7 +231,7 @@ def cost(
 @app.command()
 def train(
     spec_path: Path = SPEC,
-    video: str = typer.Option("sample:bikes", "--video", help="Training video (see nas search)."),
+    video: list[str] | None = typer.Option(None, "--video", help="Training video: " + VIDEOS_HELP),
     steps: int | None = typer.Option(
         None, "--steps", help="Training steps (default: from --epochs)."
     ),
@@ -242,6 +250,7 @@ def train(
 ) -> None:
     """Retrain a student from its spec; rerunning the same command resumes from its checkpoint."""
 
+    from nas.data import open_videos, videos_or_default
     from nas.graph import layer_graph
     from nas.latency import resolve_device
     from nas.pipeline import calibration_stats, clip_batches, video_clips
@@ -250,16 +259,20 @@ def train(
     from nas.train import TrainConfig, train_student
 
     spec = load_spec(spec_path)
+    videos = videos_or_default(video, spec.teacher.output_kind)
+    source = open_videos(videos, max_frames=max_frames)  # every file checked before any work
     dev = resolve_device(device)
     teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
     size = tuple(spec.teacher_input_size or spec.input_size)  # the frames: the teacher's size
     train_clips, _ = video_clips(
         teacher,
-        video,
+        videos,
         size=size,
         interval=spec.interval or PAIR_INTERVAL,
         max_frames=max_frames,
         val_fraction=0.2,
+        draws=steps * batch_size if steps else None,
+        source=source,
     )
     stats = calibration_stats(
         teacher,
@@ -314,17 +327,33 @@ def infer(
     device: str | None = DEVICE,
     teacher_weights: Path | None = TEACHER_WEIGHTS,
     layout: str = LAYOUT,
+    side_by_side: bool | None = typer.Option(
+        None,
+        "--side-by-side/--student-only",
+        help="For a video --out: the teacher's overlay (left) beside the student's (right), each "
+        "frame labelled key or delta +d (the default; runs the teacher on every frame too), or "
+        "the student's alone. Mask folders hold the student's masks only.",
+    ),
 ) -> None:
     """Run a student on a video with key frames; write its predictions as masks or a video."""
+    import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nas.data import open_video, resize_crop
-    from nas.infer import to_mask, writer_for
+    from nas.infer import VIDEO_SUFFIXES, overlay, step_label, to_mask, writer_for
+    from nas.infer import side_by_side as beside
     from nas.latency import resolve_device
-    from nas.layout import layout_for
+    from nas.layout import in_layout, layout_for
     from nas.runner import DeltaRunner
     from nas.student import load_student
 
+    to_video = out.suffix.lower() in VIDEO_SUFFIXES
+    if side_by_side and not to_video:
+        raise NasError(
+            f"--side-by-side needs a video --out ({', '.join(VIDEO_SUFFIXES)}): {out} would be a "
+            "folder of the student's masks"
+        )
+    both = to_video if side_by_side is None else side_by_side
     channels_last = layout_for(resolve_device(device), layout)
     spec, teacher, student, dev = load_student(
         spec_path, weights=weights, teacher_weights=teacher_weights, device=device
@@ -337,6 +366,9 @@ def infer(
         channels_last=channels_last,
     )
     size = tuple(spec.teacher_input_size or spec.input_size)
+    kind, classes = teacher.output_kind, teacher.num_classes
+    if both and channels_last:
+        teacher.module.to(memory_format=torch.channels_last)
     writer = writer_for(out)
     keys = frames = 0
     progress = Progress(
@@ -351,30 +383,49 @@ def infer(
             task = progress.add_task("infer", total=None, keys=0)
             for frame in source.frames():
                 image = resize_crop(frame, size).image
-                step = runner.step(teacher.input_spec.normalize(image[None].to(dev)))
-                writer.write(
-                    image,
-                    to_mask(step.prediction, teacher.output_kind),
-                    teacher.output_kind,
-                    teacher.num_classes,
-                )
+                x = teacher.input_spec.normalize(image[None].to(dev))
+                step = runner.step(x)
+                mask = to_mask(step.prediction, kind)
+                if both:  # the teacher on this frame too, left of the student
+                    with torch.inference_mode():
+                        reference = to_mask(teacher(in_layout(x, channels_last)), kind)
+                    writer.write_image(
+                        beside(
+                            overlay(image, reference, kind, classes),
+                            overlay(image, mask, kind, classes),
+                            ("teacher", step_label(step.is_key, step.distance, student.per_frame)),
+                        )
+                    )
+                else:
+                    writer.write(image, mask, kind, classes)
                 frames += 1
                 keys += step.is_key
                 progress.update(task, completed=frames, keys=keys)
     finally:
         writer.close()
-    console.print(f"{frames} frames ({keys} key frames) written to {out}")
+    console.print(
+        f"{frames} frames ({keys} key frames) written to {out}"
+        + (", teacher (left) and student (right) side by side" if both else "")
+    )
 
 
 @app.command("eval")
 def evaluate_command(
     spec_path: Path = SPEC,
-    video: str = typer.Option(
-        "sample:bikes", "--video", help="Video to evaluate on (see nas search)."
+    video: list[str] | None = typer.Option(
+        None, "--video", help="Video to evaluate on: " + VIDEOS_HELP
     ),
     weights: Path | None = WEIGHTS,
     keyframe_interval: int | None = KEYFRAME_INTERVAL,
-    max_frames: int | None = typer.Option(120, "--max-frames", help="Frames to evaluate."),
+    max_frames: int | None = typer.Option(
+        120, "--max-frames", help="Frames to evaluate, of each sequence."
+    ),
+    skip_frames: int = typer.Option(
+        0,
+        "--skip-frames",
+        min=0,
+        help="Leave out each sequence's first N frames (e.g. those the student was trained on).",
+    ),
     device: str | None = DEVICE,
     teacher_weights: Path | None = TEACHER_WEIGHTS,
     out: Path | None = typer.Option(
@@ -400,37 +451,45 @@ def evaluate_command(
     with console.status("evaluating teacher and student on the video"):
         result = evaluate(
             spec, teacher, student, video, interval=interval, max_frames=max_frames, device=dev,
-            channels_last=channels_last,
+            skip_frames=skip_frames, channels_last=channels_last,
         )  # fmt: skip
     table = Table(
         title=f"{spec.teacher.name} against its {spec.mode} student, {result.frames} frames, "
         + (f"key frame every {interval}" if spec.interval else "no key frames")
         + f" on {dev}"
-        + (" (channels-last)" if channels_last else ""),
+        + (" (channels-last)" if channels_last else "")
+        + f", and the key frame repeated every {result.repeat_interval} at the same cost",
         title_justify="left",
     )
-    for column in ("metric", "teacher", "student"):
+    for column in ("metric", *result.columns):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for metric, teacher_value, student_value in result.rows:
+    for metric, *values in result.rows:
         table.add_row(
             metric,
-            *(
-                "" if v is None else str(v) if isinstance(v, int) else f"{v:.4f}"
-                for v in (teacher_value, student_value)
-            ),
+            *("" if v is None else str(v) if isinstance(v, int) else f"{v:.4f}" for v in values),
         )
     console.print(table)
+    k = result.repeat_interval
+    console.print(
+        f"key frame repeated, every {k}: the teacher on frames 0, {k}, {2 * k}, ... of each "
+        "sequence, its output repeated in between, at the student's amortised GFLOPs (latency: "
+        f"teacher ms / {k}, derived, not measured). R: the share of the teacher's change since "
+        "the key frame recovered (0: the key frame repeated, 1: the teacher); R against the key "
+        "frame repeated: the share of its squared error removed, over all frames.",
+        soft_wrap=True,
+    )
     if result.by_distance:
         console.print(
             "agreement by distance from the key frame: "
             + ", ".join(f"{row['distance']}: {row['agreement']:.4f}" for row in result.by_distance)
         )
+    console.print(f"verdict: {result.verdict}", soft_wrap=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["metric", "teacher", "student"])
+    writer.writerow(["metric", *result.columns])
     writer.writerows(result.rows)
     for row in result.by_distance:
-        writer.writerow([f"agreement at distance {row['distance']}", "", row["agreement"]])
+        writer.writerow([f"agreement at distance {row['distance']}", "", row["agreement"], ""])
     target = out or spec_path.parent / "eval.csv"
     atomic_write_text(target, buffer.getvalue())
     console.print(f"table written to {target}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from nas.cli import DEVICE, LAYOUT, TEACHER_WEIGHTS, app, console
+from nas.cli import DEVICE, LAYOUT, TEACHER_WEIGHTS, VIDEOS_HELP, app, console
 from nas.errors import NasError
 
 RUN = typer.Argument(..., help="Run folder of a study (written by nas search).")
@@ -49,7 +49,24 @@ def _remember_interrupts(seen: list[int]):
         signal.signal(signal.SIGINT, previous)
 
 
-def _study_progress(trials: int, steps: int):
+GPU_DEFAULT_MINUTES = 10  # a default study on a GPU starts trials for this long,
+GPU_DEFAULT_TRIALS = 8  # at most this many
+
+
+def _default_study(trials: int | None, timeout: float | None, device: str | None):
+    """(more, timeout) of a study whose size the user left to the machine: one more trial on a
+    CPU, where a trial takes minutes; on a GPU up to `GPU_DEFAULT_TRIALS` more, started within
+    `GPU_DEFAULT_MINUTES` unless --timeout says otherwise."""
+    if trials is not None:
+        return 1, timeout
+    from nas.latency import resolve_device
+
+    if resolve_device(device).type != "cuda":
+        return 1, timeout
+    return GPU_DEFAULT_TRIALS, timeout or GPU_DEFAULT_MINUTES * 60.0
+
+
+def _study_progress(trials: int | None, steps: int):
     """Trials done, running and the best so far, over the running trial's step bar."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -71,19 +88,18 @@ def search(
         "deeplabv3", "--teacher", "-t", help="Teacher name, onnx:PATH or module:callable."
     ),
     budget: str = typer.Option(
-        ..., "--budget", "-b", help="Amortised cost per frame: 5GFLOPs, 40ms, ..."
+        ...,
+        "--budget",
+        "-b",
+        help="Amortised cost per frame: 5GFLOPs, 40ms, or relative to the teacher: 50%, 2x.",
     ),
     max_latency: str = typer.Option(
         None,
         "--max-latency",
         help="Beside a FLOPs budget, a measured amortised time per frame not to exceed "
-        "(e.g. 90ms; delta mode).",
+        "(e.g. 90ms, or 2x: twice as fast as the teacher here; delta mode).",
     ),
-    video: str = typer.Option(
-        "sample:bikes",
-        "--video",
-        help="sample:NAME, synthetic[:k=v,...], a file, a folder, cityscapes:ROOT.",
-    ),
+    video: list[str] | None = typer.Option(None, "--video", help=VIDEOS_HELP),
     mode: str = typer.Option(
         "delta",
         "--mode",
@@ -93,7 +109,14 @@ def search(
     tc_weight: float | None = typer.Option(
         None, "--tc-weight", help="Temporal-consistency loss weight (per-frame modes)."
     ),
-    trials: int = typer.Option(8, "--trials", "-n", help="Complete trials the study should hold."),
+    trials: int | None = typer.Option(
+        None,
+        "--trials",
+        "-n",
+        help="Complete trials the study should hold (default: sized to the machine: one more "
+        f"on a CPU; on a GPU up to {GPU_DEFAULT_TRIALS} more, started within "
+        f"{GPU_DEFAULT_MINUTES} minutes).",
+    ),
     sampler: str = typer.Option("nsga2", "--sampler", help="nsga2, tpe or random."),
     timeout: float | None = typer.Option(
         None, "--timeout", help="Stop starting new trials after this many seconds."
@@ -156,13 +179,15 @@ def search(
 
     from pydantic import ValidationError
 
-    from nas.budget import parse_budget
+    from nas.budget import CostKind, parse_budget
     from nas.hpo import SAMPLERS, StudyOptions, run_study
     from nas.layout import check_layout
     from nas.pipeline import SearchOptions
     from nas.spec import MODES
 
-    parse_budget(budget)  # checked before any work
+    parse_budget(budget)  # checked before any work (a relative one is resolved per run)
+    if max_latency is not None:
+        parse_budget(max_latency, relative_kind=CostKind.LATENCY)
     if mode not in MODES:
         raise NasError(f"invalid --mode '{mode}': expected one of {', '.join(MODES)}")
     SAMPLERS.canonical(sampler)
@@ -172,6 +197,7 @@ def search(
     interval = _choice_or_auto(keyframe_interval, "--keyframe-interval", int)
     scale = _choice_or_auto(input_scale, "--input-scale", float)
     spaces = [name.strip() for name in search_space.split(",") if name.strip()]
+    more, timeout = _default_study(trials, timeout, device)
     run = out or Path("results") / f"search-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         options = StudyOptions(
@@ -181,7 +207,7 @@ def search(
                 num_classes=num_classes,
                 budget=budget,
                 max_latency=max_latency,
-                video=video,
+                video=video or None,  # None: the teacher's default clips
                 max_frames=max_frames,
                 keyframe_interval=interval or 3,
                 mode=mode,
@@ -198,6 +224,7 @@ def search(
                 out=str(run),
             ),
             trials=trials,
+            more=more,
             timeout=timeout,
             sampler=SAMPLERS.canonical(sampler),
             storage=storage,
@@ -213,7 +240,18 @@ def search(
         name = "--" + str(error["loc"][-1]).replace("_", "-")
         raise NasError(f"invalid {name}: {error['msg']}") from exc
 
-    progress, trials_task, step_task = _study_progress(trials, steps)
+    progress, trials_task, step_task = _study_progress(trials or more, steps)
+    completed_here: set[int] = set()
+    planned = (
+        f"a study of {trials} complete trials"
+        if trials is not None
+        else f"{more} more complete trial{'s' if more > 1 else ''}"
+        + (f", started within {timeout / 60:g} minutes" if timeout else "")
+    )
+    console.print(
+        f"running {planned} (rerun the same command to add more; --trials N asks for a study of "
+        "N complete trials, --timeout S stops starting trials after S seconds)"
+    )
     best: dict[str, float] = {}
 
     interrupts: list[int] = []
@@ -246,7 +284,11 @@ def search(
             )
         if states[TrialState.PRUNED] or states[TrialState.FAIL]:
             status += f"  pruned {states[TrialState.PRUNED]}  failed {states[TrialState.FAIL]}"
-        progress.update(trials_task, completed=states[TrialState.COMPLETE], status=status)
+        if trial.state is TrialState.COMPLETE:
+            completed_here.add(trial.number)
+        # A study of --trials N counts all it holds; a default one the trials this run added.
+        done = states[TrialState.COMPLETE] if trials is not None else len(completed_here)
+        progress.update(trials_task, completed=done, status=status)
 
     try:
         with progress, _remember_interrupts(interrupts):
@@ -320,6 +362,7 @@ def _print_spec_summary(path: Path, trial: int) -> None:
         f"({totals.teacher_macs / totals.amortised_macs:.2f}x fewer multiply-adds than the "
         f"teacher at this size), {totals.student_params:,} params"
     )
+    console.print(_budget_line(spec))
     console.print(
         "layers per candidate kind: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
     )
@@ -331,6 +374,21 @@ def _print_spec_summary(path: Path, trial: int) -> None:
             "predicts the change"
         )
     console.print(f"spec written to {path}")
+
+
+def _budget_line(spec) -> str:
+    """The spec's budget (and latency limit) as given and in absolute units, amortised per
+    frame: `budget 50% = 9.878GFLOPs, max latency 2x = 12.5ms`."""
+    from nas.budget import CostKind, recorded_budget
+
+    ref = spec.budget
+    line = f"budget {recorded_budget(ref.text, ref.value, CostKind(ref.kind))}"
+    if "max_latency_s" in spec.search:  # specs before it record the text only
+        limit = recorded_budget(
+            spec.search["max_latency"], spec.search["max_latency_s"], CostKind.LATENCY
+        )
+        line += f", max latency {limit}"
+    return line + " (amortised per frame)"
 
 
 @app.command()

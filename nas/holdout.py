@@ -8,7 +8,7 @@ are compared. Only frames between key frames count: key frames are the teacher's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 
@@ -21,21 +21,21 @@ from nas.teachers import Teacher
 def held_out_agreement(
     teacher: Teacher,
     student: DeltaModel,
-    frames: torch.Tensor,
-    ranges: Sequence[range],
+    sequences: Iterable[Iterable[torch.Tensor]],
     *,
     interval: int,
     student_size: tuple[int, int],
     device: torch.device,
 ) -> dict[str, float]:
-    """Mean agreement and MAE over the frames between key frames of every range of `frames`
-    (T x 3 x H x W uint8, the teacher's full size); `student_size` is the student's input."""
+    """Mean agreement and MAE over the frames between key frames of every held-out sequence
+    (each an iterable of uint8 3 x H x W frames at the teacher's full size, in time order, e.g.
+    `VideoClips.span_frames()`); `student_size` is the student's input."""
     runner = DeltaRunner(student, interval=interval)
     scores: dict[str, list[float]] = {}
-    for frame_range in ranges:
-        runner.reset()
-        for index in frame_range:
-            x = teacher.input_spec.normalize(frames[index : index + 1].to(device).float())
+    for frames in sequences:
+        runner.reset()  # a new key frame at each sequence's start
+        for frame in frames:
+            x = teacher.input_spec.normalize(frame[None].to(device).float())
             with torch.inference_mode():
                 y_teacher = teacher(x)
                 step = runner.step(resize(x, student_size))

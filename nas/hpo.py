@@ -81,7 +81,10 @@ class StudyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     search: SearchOptions  # the inner search; its `out` is the run folder
-    trials: int = Field(default=8, ge=1)  # complete trials the study should hold
+    # Complete trials the study should hold; None: `more` complete trials than it holds now, so
+    # that rerunning the same command keeps the front growing.
+    trials: int | None = Field(default=None, ge=1)
+    more: int = Field(default=1, ge=1)
     timeout: float | None = Field(default=None, gt=0)  # seconds for this worker
     sampler: str = "nsga2"
     storage: str | None = None  # default: SQLite in the run folder
@@ -204,7 +207,7 @@ class Objective:
         on_step: Callable[[StepLog], None] | None = None,
     ) -> None:
         self.options = options
-        self.budget = parse_budget(options.search.budget)
+        self.budget = parse_budget(options.search.budget)  # its kind; `prepare` resolves it
         self.on_trial_start = on_trial_start
         self.on_step = on_step
         # Prepared runs (teacher, costs, decoded clips) of the latest few points of the space.
@@ -218,9 +221,11 @@ class Objective:
             run = full
             if scale != 1.0:
                 size = scaled_size(full.size, scale, full.teacher.input_spec.size_multiple)
-                run = prepare(inner.model_copy(update={"input_size": f"{size[0]}x{size[1]}"}))
+                # A relative budget stays the fraction of the teacher at full size.
+                update = {"input_size": f"{size[0]}x{size[1]}"}
+                run = prepare(inner.model_copy(update=update), reference=full)
             self._prepared[key] = (full, run)
-            while len(self._prepared) > 2:  # each holds the decoded clips
+            while len(self._prepared) > 2:  # each holds decoded clips (a bounded number)
                 self._prepared.popitem(last=False)
         full, run = self._prepared[key]
         inner = inner.model_copy(update={"input_size": run.options.input_size})
@@ -278,12 +283,10 @@ class Objective:
             scratch = folder / "train"
             train_student(student, run.teacher, run.next_batch, out=scratch, config=config)
             shutil.rmtree(scratch, ignore_errors=True)  # trainers retrain from the spec
-        held_out = full.val
         scores = held_out_agreement(
             full.teacher,
             student,
-            held_out.frames,
-            held_out.ranges,
+            full.val.span_frames(),
             interval=spec.keyframe_interval,
             student_size=tuple(spec.input_size),
             device=run.device,
@@ -294,7 +297,7 @@ class Objective:
             used = spec.metrics["amortised_ms"] / 1e3
         else:
             used = spec.totals.amortised_macs
-        trial.set_constraint("budget", used / self.budget.value - 1.0)
+        trial.set_constraint("budget", used / run.budget.value - 1.0)  # resolved: 50% in GFLOPs
         trial.set_user_attr("spec_path", str(folder.relative_to(options.run) / runs.TRIAL_SPEC))
         trial.set_user_attr("spec", spec.to_json())
         trial.set_user_attr("probabilities", result.probabilities)
@@ -331,6 +334,8 @@ def open_study(options: StudyOptions) -> optuna.Study:
         load_if_exists=True,
     )
     found = study.user_attrs.get("identity")
+    if found is not None and isinstance(found.get("video"), str):  # before --video repeated
+        found = found | {"video": [found["video"]]}
     if found is None:
         study.set_user_attr("identity", identity)
     elif changed := ", ".join(  # a key a study predates counts as None
@@ -340,7 +345,8 @@ def open_study(options: StudyOptions) -> optuna.Study:
             f"study '{options.study_name}' in {mask_url(url)} was made for other settings "
             f"({changed}): use another --study name or --out folder"
         )
-    study.sampler = SAMPLERS.get(options.sampler)(worker_seed(study, options), options.trials)
+    planned = options.trials or count(study, TrialState.COMPLETE) + options.more
+    study.sampler = SAMPLERS.get(options.sampler)(worker_seed(study, options), planned)
     return study
 
 
@@ -365,7 +371,8 @@ def run_study(
     on_step: Callable[[StepLog], None] | None = None,
     on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> optuna.Study:
-    """Run (or continue) the study until it holds `options.trials` complete trials."""
+    """Run (or continue) the study until it holds `options.trials` complete trials (or
+    `options.more` more than it held at the start)."""
     from nas.results import write_results, write_study_info
 
     objective = Objective(options, on_trial_start=on_trial_start, on_step=on_step)
@@ -376,7 +383,10 @@ def run_study(
     atomic_write_json(run / runs.CONFIG, json.loads(options.model_dump_json()))
     write_study_info(study, options)
     optuna.storages.fail_stale_trials(study)
-    attempts_left = 4 * options.trials  # pruned or failed trials do not run forever
+    target = options.trials
+    if target is None:
+        target = count(study, TrialState.COMPLETE) + options.more
+    attempts_left = 4 * target  # pruned or failed trials do not run forever
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal attempts_left
@@ -384,10 +394,10 @@ def run_study(
         write_results(study, run)
         if on_trial_end is not None:
             on_trial_end(study, trial)
-        if count(study, TrialState.COMPLETE) >= options.trials or attempts_left <= 0:
+        if count(study, TrialState.COMPLETE) >= target or attempts_left <= 0:
             study.stop()
 
-    if count(study, TrialState.COMPLETE) < options.trials:
+    if count(study, TrialState.COMPLETE) < target:
         study.optimize(
             objective,
             timeout=options.timeout,

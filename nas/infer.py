@@ -4,6 +4,9 @@
 its predicted mask blended in, encoded with PyAV); anything else is a folder of PNG masks, one
 per frame (`000000.png`, ...): class ids for class logits, probability x 255 for probability
 maps. Each file appears whole (written to a temporary name, then renamed).
+
+`side_by_side` puts two labelled overlays next to each other (the teacher's left, the student's
+right, as `nas infer` writes them into a video), each labelled in its top-left corner.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from nas.io import atomic_write_bytes
 from nas.teachers.base import OutputKind
@@ -54,6 +57,38 @@ def overlay(
     return blended.clip(0, 255).astype(np.uint8)
 
 
+def _font(height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """PIL's default font, about 1/24 of the frame's height (at least 10 px) where it scales."""
+    try:
+        return ImageFont.load_default(size=max(10, height // 24))
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def label(image: np.ndarray, text: str) -> np.ndarray:
+    """An H x W x 3 uint8 image with `text` in white on a dark box in its top-left corner."""
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    font = _font(image.shape[0])
+    *_, right, bottom = draw.textbbox((3, 2), text, font=font)
+    draw.rectangle((0, 0, right + 3, bottom + 2), fill=(0, 0, 0))
+    draw.text((3, 2), text, fill=(255, 255, 255), font=font)
+    return np.asarray(picture)
+
+
+def step_label(is_key: bool, distance: int, per_frame: bool = False) -> str:
+    """The student's label of a frame: `student · key`, `student · delta +d` (d frames after its
+    key frame), or plain `student` for a per-frame student (no key frames)."""
+    if per_frame:
+        return "student"
+    return "student \u00b7 key" if is_key else f"student \u00b7 delta +{distance}"
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, labels: tuple[str, str]) -> np.ndarray:
+    """Two H x W x 3 images, labelled, next to each other: H x 2W x 3."""
+    return np.concatenate([label(left, labels[0]), label(right, labels[1])], axis=1)
+
+
 class MaskFolder:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -84,7 +119,10 @@ class OverlayVideo:
         self.count = 0
 
     def write(self, frame: torch.Tensor, mask: np.ndarray, kind: OutputKind, classes: int) -> None:
-        image = overlay(frame, mask, kind, classes)
+        self.write_image(overlay(frame, mask, kind, classes))
+
+    def write_image(self, image: np.ndarray) -> None:
+        """One H x W x 3 uint8 frame as it is (the first frame sets the video's size)."""
         if self.count == 0:
             self.stream.height, self.stream.width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
         image = image[: self.stream.height, : self.stream.width]

@@ -14,20 +14,20 @@ import csv
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evaluators.agreement import agreement
 from evaluators.error_vs_key import ErrorVsKey
-from nas.budget import Budget, CostKind, parse_budget
+from nas.budget import Budget, CostKind, RelativeBudget, parse_budget, resolve_budget
 from nas.calibrate import delta_statistics
 from nas.cost import count_macs
-from nas.data import ClipSampler, load_frames, open_video, split_sequences
+from nas.data import ClipSampler, Video, VideoClips, open_videos, split_clips, videos_or_default
 from nas.errors import NasError
 from nas.graph import ConvLayer, layer_graph
 from nas.inner import (
@@ -74,7 +74,8 @@ class SearchOptions(BaseModel):
     num_classes: int | None = None
     budget: str = "5GFLOPs"
     max_latency: str | None = None  # a measured time limit beside a FLOPs budget, e.g. 90ms
-    video: str = "sample:bikes"
+    # --video, one or several; None: the teacher's default clips (`nas.data.default_videos`)
+    video: list[str] | None = None
     max_frames: int | None = Field(default=150, ge=8)
     keyframe_interval: int = Field(default=3, ge=2)
     input_size: str | None = None  # HxW; default: the teacher's
@@ -105,6 +106,12 @@ class SearchOptions(BaseModel):
     # (auto: channels-last on the CPU, `nas.layout.layout_for`).
     layout: str = Field(default="auto", pattern="^(auto|nchw|nhwc)$")
     out: str | None = None
+
+    @field_validator("video", mode="before")
+    @classmethod
+    def _one_video(cls, value):
+        """A single string (config.json files before `--video` repeated) is a list of one."""
+        return [value] if isinstance(value, str) else value
 
     @property
     def interval(self) -> int | None:
@@ -178,10 +185,11 @@ class Prepared:
     layers: list[ConvLayer]  # at the student's size
     macs: CostTable  # exact multiply-adds (what the spec records)
     costs: CostTable  # in the budget's unit (multiply-adds, or measured seconds)
-    train: ClipSampler
-    val: ClipSampler
+    train: VideoClips
+    val: VideoClips
     limit: Budget | None = None  # --max-latency, beside a FLOPs budget
     limit_costs: CostTable | None = None  # measured seconds, with `limit`
+    teacher_macs: int | None = None  # the teacher on full-size frames, where not `macs`'s
 
     @property
     def channels_last(self) -> bool:
@@ -244,31 +252,43 @@ class Prepared:
 
 def video_clips(
     teacher: Teacher,
-    video: str,
+    video: str | Sequence[str] | None,
     *,
     size: tuple[int, int],
     interval: int,
     max_frames: int | None,
     val_fraction: float,
-) -> tuple[ClipSampler, ClipSampler]:
-    """Training and validation clips of a video, split by time; labels kept where they fit."""
-    source = open_video(video, max_frames=max_frames)
-    stack = load_frames(source, size=size)
-    train_ranges, val_ranges = split_sequences(stack.sequences, val_fraction, gap=interval)
+    draws: int | None = None,
+    source: Video | None = None,
+) -> tuple[VideoClips, VideoClips]:
+    """Training and validation clips of the videos (None: the teacher's default clips), split by
+    time per sequence and decoded as they are needed (`nas.data.stream`); labels kept where they
+    fit. `draws`: the training pairs that should sweep every training frame once (long videos);
+    `source`: the videos opened already."""
+    if source is None:
+        videos = videos_or_default(video, teacher.output_kind)
+        source = open_videos(videos, max_frames=max_frames)
     use_labels = (  # per-pixel labels train per-pixel outputs only
-        stack.labels is not None
+        source.has_labels
         and source.num_classes == teacher.num_classes
         and teacher.output_kind is not OutputKind.IMAGE_LOGITS
     )
-    labels = stack.labels if use_labels else None
-    return (
-        ClipSampler(stack.frames, interval=interval, ranges=train_ranges, labels=labels),
-        ClipSampler(stack.frames, interval=interval, ranges=val_ranges),
+    return split_clips(
+        source,
+        size=size,
+        interval=interval,
+        val_fraction=val_fraction,
+        labels=use_labels,
+        draws=draws,
     )
 
 
 def clip_batches(
-    sampler: ClipSampler, teacher: Teacher, *, batch_size: int, device: torch.device
+    sampler: ClipSampler | VideoClips,
+    teacher: Teacher,
+    *,
+    batch_size: int,
+    device: torch.device,
 ) -> Callable[[torch.Generator], tuple]:
     """A `next_batch(generator)` drawing normalised (key, frame t, labels t) batches."""
 
@@ -284,7 +304,7 @@ def clip_batches(
 def calibration_stats(
     teacher: Teacher,
     layers: list[ConvLayer],
-    clips: ClipSampler,
+    clips: ClipSampler | VideoClips,
     *,
     batches: int,
     batch_size: int,
@@ -300,15 +320,22 @@ def calibration_stats(
     return delta_statistics(teacher, teacher.module, layers, pairs, generator=generator)
 
 
-def prepare(options: SearchOptions) -> Prepared:
-    """Resolve teacher, input size, candidates, costs and data; refuse a budget that cannot fit."""
-    budget: Budget = parse_budget(options.budget)
-    if budget.kind is CostKind.LATENCY and options.mode != "delta":
+def prepare(options: SearchOptions, *, reference: Prepared | None = None) -> Prepared:
+    """Resolve teacher, input size, candidates, costs and data; refuse a budget that cannot fit.
+
+    A relative budget (`50%`, `2x`) is resolved against the teacher at this input size (its
+    multiply-adds, or for `--max-latency` its measured time per frame), or against `reference`'s
+    where given: the study's run at its full input size, for the points it downscales."""
+    parsed = parse_budget(options.budget)
+    if parsed.kind is CostKind.LATENCY and options.mode != "delta":
         raise NasError(
             f"latency budgets are measured on delta models only so far: give --mode "
             f"{options.mode} a FLOPs budget (e.g. 5GFLOPs)"
         )
-    limit = check_latency_limit(options.max_latency, budget, options.mode)
+    parsed_limit = check_latency_limit(options.max_latency, parsed, options.mode)
+    source = None  # videos named are opened (every file checked) before any work
+    if options.video:
+        source = open_videos(options.video, max_frames=options.max_frames)
     device = resolve_device(options.device)
     threads = options.threads or default_threads()
     if device.type == "cpu":
@@ -331,6 +358,10 @@ def prepare(options: SearchOptions) -> Prepared:
     if options.mode != "delta":  # no key frame to fall back on: `zero` would predict nothing
         names = {path: [n for n in found if n != NO_CHANGE] for path, found in names.items()}
     macs = macs_table(teacher, layers, names, student_size)
+    teacher_macs = count_macs(teacher.module, size) if student_size != size else None
+    budget = resolve_budget(parsed, teacher_macs=teacher_macs or macs.keyframe)
+    if reference is not None:  # a downscaled point of a study: the budget at full size
+        budget = reference.budget
     timed = {
         "device": device,
         "threads": threads,
@@ -341,9 +372,12 @@ def prepare(options: SearchOptions) -> Prepared:
     else:
         costs = macs
     check_budget(costs, budget, options.interval)
-    limit_costs = None
-    if limit is not None:
+    limit = limit_costs = None
+    if parsed_limit is not None:
         limit_costs = latency_table(teacher, layers, names, student_size, **timed)
+        limit = resolve_budget(parsed_limit, teacher_seconds=limit_costs.keyframe)
+        if reference is not None:
+            limit = reference.limit
         check_budget(limit_costs, limit, options.interval)
 
     train, val = video_clips(
@@ -353,6 +387,8 @@ def prepare(options: SearchOptions) -> Prepared:
         interval=options.keyframe_interval,
         max_frames=options.max_frames,
         val_fraction=options.val_fraction,
+        draws=options.steps * options.batch_size,
+        source=source,
     )
     return Prepared(
         options=options,
@@ -369,18 +405,22 @@ def prepare(options: SearchOptions) -> Prepared:
         val=val,
         limit=limit,
         limit_costs=limit_costs,
+        teacher_macs=teacher_macs,
     )
 
 
-def check_latency_limit(text: str | None, budget: Budget, mode: str) -> Budget | None:
-    """`--max-latency`, parsed and checked against the budget and mode (None: no limit)."""
+def check_latency_limit(
+    text: str | None, budget: Budget | RelativeBudget, mode: str
+) -> Budget | RelativeBudget | None:
+    """`--max-latency`, parsed and checked against the budget and mode (None: no limit); a
+    relative one (`2x`) is a fraction of the teacher's measured time, resolved by `prepare`."""
     if text is None:
         return None
-    limit = parse_budget(text)
+    limit = parse_budget(text, relative_kind=CostKind.LATENCY)
     if limit.kind is not CostKind.LATENCY:
         raise NasError(
-            f"invalid --max-latency {text}: expected a time per frame, e.g. 90ms (the FLOPs "
-            "budget is --budget)"
+            f"invalid --max-latency {text}: expected a time per frame, e.g. 90ms or 2x (the "
+            "FLOPs budget is --budget)"
         )
     if budget.kind is CostKind.LATENCY:
         raise NasError(
@@ -465,9 +505,8 @@ def search(
             measured=metrics if "delta_frame_ms" in metrics else None,
         )
     metrics |= validate(net, run.teacher, run.val_batches(), picks)
-    teacher_macs = None
-    if run.student_size != run.size:  # the reference is the teacher on full-size frames
-        teacher_macs = count_macs(run.teacher.module, run.size)
+    if run.limit is not None and run.limit.relative is not None:  # what `2x` was a fraction of
+        metrics["max_latency_teacher_ms"] = run.limit.value / run.limit.relative.fraction * 1e3
     spec = make_spec(
         run.teacher,
         run.layers,
@@ -478,7 +517,8 @@ def search(
         options,
         metrics,
         student_size=run.student_size,
-        teacher_macs=teacher_macs,
+        teacher_macs=run.teacher_macs,  # the reference is the teacher on full-size frames
+        limit=run.limit,
     )
     save_spec(spec, out / "spec.json")
     return RunResult(spec, out, outcome.log, net.probabilities())
@@ -496,9 +536,11 @@ def make_spec(
     *,
     student_size: tuple[int, int] | None = None,
     teacher_macs: int | None = None,
+    limit: Budget | None = None,
 ) -> Spec:
     """The spec of a student: per layer its chosen candidate with exact costs. `size` is the
-    frames' (the teacher's) size, `student_size` the student's input where it differs."""
+    frames' (the teacher's) size, `student_size` the student's input where it differs; `limit`
+    the resolved `--max-latency` (recorded in seconds beside the text given)."""
     spec_layers = [
         SpecLayer(
             path=layer.path,
@@ -524,7 +566,12 @@ def make_spec(
         mode=options.mode,
         keyframe_interval=k or 1,
         teacher_input_size=size if options.mode == "resolution" else None,
-        budget=BudgetRef(kind=budget.kind.value, value=budget.value, text=str(budget)),
+        budget=BudgetRef(
+            kind=budget.kind.value,
+            value=budget.value,
+            text=budget.given,
+            relative=budget.relative.fraction if budget.relative else None,
+        ),
         layers=spec_layers,
         totals=Totals(
             teacher_macs=int(teacher_macs if teacher_macs is not None else table.keyframe),
@@ -535,11 +582,12 @@ def make_spec(
         search=options.search_config().as_dict()
         | {
             "search_space": options.search_space,
-            "video": options.video,
+            "video": videos_or_default(options.video, teacher.output_kind),
             "input_scale": options.input_scale,
             "layout": options.layout,
         }
-        | ({"max_latency": options.max_latency} if options.max_latency else {}),
+        | ({"max_latency": options.max_latency} if options.max_latency else {})
+        | ({"max_latency_s": limit.value} if limit is not None else {}),
         seed=options.seed,
         metrics=metrics,
     )

@@ -18,7 +18,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import runs
-from nas.budget import parse_budget
+from nas.budget import parse_budget, resolve_budget
 from nas.errors import NasError
 from nas.hpo import StudyOptions, mask_url, objectives, open_storage, trial_spec
 from nas.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -111,10 +111,11 @@ def write_study_info(study: optuna.Study, options: StudyOptions) -> runs.StudyIn
         search.teacher,
         weights=search.teacher_weights,
         num_classes=search.num_classes,
-        device="meta" if not search.teacher.startswith("onnx:") else "cpu",
+        device="meta",  # teachers that cannot be counted on meta stay on the CPU
     )
     size = parse_size(search.input_size) if search.input_size else teacher.input_spec.default_size
-    budget = parse_budget(search.budget)
+    teacher_macs = count_macs(teacher.module, size)
+    budget = resolve_budget(search.budget, teacher_macs=teacher_macs)  # `50%` of the teacher
     names, directions = objectives(budget.kind)
     info = runs.StudyInfo(
         study=study.study_name,
@@ -125,10 +126,10 @@ def write_study_info(study: optuna.Study, options: StudyOptions) -> runs.StudyIn
         ),
         teacher=teacher.name,
         input_size=size,
-        teacher_gflops=count_macs(teacher.module, size) / 1e9,
+        teacher_gflops=teacher_macs / 1e9,
         budget_kind=budget.kind.value,
         budget_value=budget.value,
-        budget_text=str(budget),
+        budget_text=str(budget),  # as given, and where relative its value: `50% = 1.5MFLOPs`
         objectives=names,
         directions=directions,
     )

@@ -91,8 +91,9 @@ class TeacherRef(_Frozen):
 
 class BudgetRef(_Frozen):
     kind: Literal["macs", "latency"]
-    value: float = Field(gt=0)
-    text: str
+    value: float = Field(gt=0)  # absolute: multiply-adds, or seconds
+    text: str  # as given: "5GFLOPs", "40ms", or relative to the teacher, "50%", "2x"
+    relative: float | None = Field(default=None, gt=0, lt=1)  # "50%" and "2x": 0.5 of the teacher
 
 
 class Totals(_Frozen):

@@ -178,6 +178,22 @@ TINY_SEARCH = dict(
 )
 
 
+def uniform_spec(run, path: Path, candidate: str | None) -> Path:
+    """The spec, saved to `path`, of a prepared search (`nas.pipeline.prepare`) with every layer
+    at `candidate` (None: each layer's cheapest candidate other than `zero`)."""
+    from nas.pipeline import make_spec
+    from nas.spec import save_spec
+
+    picks = {}
+    for layer, costs in run.macs.candidates.items():
+        names = sorted(costs, key=costs.get)
+        picks[layer] = candidate or next(n for n in names if n != "zero")
+    spec = make_spec(
+        run.teacher, run.layers, picks, run.macs, run.budget, run.size, run.options, {}
+    )
+    return save_spec(spec, path)
+
+
 # Real services (.ci/services, started by `make test`; see tests/services.py). Skipped locally
 # when missing, failed under CI.
 

@@ -13,24 +13,17 @@ import torch
 from nas.data import load_frames, open_video
 from nas.errors import NasError
 from nas.evaluate import evaluate
-from nas.pipeline import SearchOptions, make_spec, prepare
+from nas.pipeline import SearchOptions, prepare
 from nas.runner import DeltaRunner
 from nas.spec import load_spec, save_spec
 from nas.student import build_student, load_student_weights, teacher_for
-from tests.conftest import REPO, TINY_SEARCH
+from tests.conftest import REPO, TINY_SEARCH, uniform_spec
 
 
 def _spec_with(tmp_path, candidate: str | None, **options):
     """A spec for the tiny teacher with every layer at `candidate` (None: cheapest non-zero)."""
     run = prepare(SearchOptions(**(TINY_SEARCH | {"budget": "1TFLOPs"} | options)))
-    picks = {}
-    for path, costs in run.macs.candidates.items():
-        names = sorted(costs, key=costs.get)
-        picks[path] = candidate or next(n for n in names if n != "zero")
-    spec = make_spec(
-        run.teacher, run.layers, picks, run.macs, run.budget, run.size, run.options, {}
-    )
-    return save_spec(spec, tmp_path / "spec.json"), run
+    return uniform_spec(run, tmp_path / "spec.json", candidate), run
 
 
 def _frames(n=12):
@@ -199,7 +192,8 @@ def test_infer_writes_masks_and_video(run_nas, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     decoded = load_frames(open_video(str(tmp_path / "o.mp4")))
-    assert len(decoded) == 12 and decoded.frames.shape[-2:] == (64, 96)
+    # Teacher and student side by side, each at the frames' size.
+    assert len(decoded) == 12 and decoded.frames.shape[-2:] == (64, 192)
     assert not list(tmp_path.glob(".*partial*"))
 
 
@@ -221,7 +215,7 @@ def test_eval_prints_and_writes_the_table(run_nas, tmp_path):
     assert "agreement at distance 1" in rows and "agreement at distance 2" in rows
     assert "temporal consistency TC" in result.stdout
     layers = len(spec_data.layers)
-    assert rows["layers that run between key frames"][1:] == [str(layers), str(layers)]
+    assert rows["layers that run between key frames"][1:3] == [str(layers), str(layers)]
 
 
 def test_eval_says_when_the_student_repeats_the_key_frame(tmp_path):
@@ -243,7 +237,7 @@ def test_eval_says_when_the_student_repeats_the_key_frame(tmp_path):
         closed, run.teacher, student, "synthetic:frames=8,size=64x96", interval=4,
         max_frames=8, device=torch.device("cpu"),
     )  # fmt: skip
-    rows = {name: (teacher, student) for name, teacher, student in result.rows}
+    rows = {name: (teacher, student) for name, teacher, student, _ in result.rows}
     assert rows["layers that run between key frames"] == (len(spec.layers), 0)
     # And so it does: between key frames its output is exactly the key frame's.
     frames = (run.teacher.input_spec.normalize(f[None]) for f in _frames(8))

@@ -104,7 +104,13 @@ class CityscapesSequence(FrameSequence):
         self.has_labels = any(label is not None for _, _, label in self.frames)
 
     def __iter__(self) -> Iterator[Frame]:
-        for number, image_path, label_path in self.frames:
+        return self.frames_from(0)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def frames_from(self, start: int) -> Iterator[Frame]:
+        for number, image_path, label_path in self.frames[start:]:
             label = None if label_path is None else to_train_ids(read_label_ids(label_path))
             yield Frame(read_image(image_path), label, number)
 

@@ -8,6 +8,7 @@ Time runs only inside a sequence, so nothing downstream pairs frames of two sequ
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,6 +63,16 @@ class FrameSequence(ABC):
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
+
+    def __len__(self) -> int:
+        """How many frames iterating yields. This fallback decodes them all: sources that know
+        their length without decoding (every built-in one) override it."""
+        return sum(1 for _ in self)
+
+    def frames_from(self, start: int) -> Iterator[Frame]:
+        """The frames from position `start` of the selection on (0: all of them). This fallback
+        decodes and drops the first `start`: sources that can seek override it."""
+        return itertools.islice(iter(self), start, None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

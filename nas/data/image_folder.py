@@ -35,5 +35,11 @@ class ImageFolder(FrameSequence):
         self._numbers = tuple(self.selected(len(files)))
 
     def __iter__(self) -> Iterator[Frame]:
-        for number, path in zip(self._numbers, self.files, strict=True):
+        return self.frames_from(0)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def frames_from(self, start: int) -> Iterator[Frame]:
+        for number, path in zip(self._numbers[start:], self.files[start:], strict=True):
             yield Frame(read_image(path), None, number)

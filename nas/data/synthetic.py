@@ -136,7 +136,13 @@ class SyntheticVideo(FrameSequence):
         return image, label
 
     def __iter__(self) -> Iterator[Frame]:
-        for t in self.selected(self.length):
+        return self.frames_from(0)
+
+    def __len__(self) -> int:
+        return len(self.selected(self.length))
+
+    def frames_from(self, start: int) -> Iterator[Frame]:
+        for t in self.selected(self.length)[start:]:  # any frame renders directly
             image, label = self.render(t)
             yield Frame(image, label, t)
 
