@@ -68,6 +68,19 @@ def _step_progress(label: str):
     )
 
 
+def _frame_progress(label: str):
+    """A count of frames done (and, in the `keys` field, what else to say), and the time."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        TextColumn("{task.completed} frames{task.fields[keys]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 def _gflops(macs: float) -> str:
     return f"{macs / 1e9:,.3f}"
 
@@ -337,7 +350,6 @@ def infer(
 ) -> None:
     """Run a student on a video with key frames; write its predictions as masks or a video."""
     import torch
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nas.data import open_video, resize_crop
     from nas.infer import VIDEO_SUFFIXES, overlay, step_label, to_mask, writer_for
@@ -371,16 +383,10 @@ def infer(
         teacher.module.to(memory_format=torch.channels_last)
     writer = writer_for(out)
     keys = frames = 0
-    progress = Progress(
-        TextColumn("[bold]infer"),
-        BarColumn(),
-        TextColumn("{task.completed} frames, {task.fields[keys]} key"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    progress = _frame_progress("infer")
     try:
         with progress:
-            task = progress.add_task("infer", total=None, keys=0)
+            task = progress.add_task("infer", total=None, keys=", 0 key")
             for frame in source.frames():
                 image = resize_crop(frame, size).image
                 x = teacher.input_spec.normalize(image[None].to(dev))
@@ -400,7 +406,7 @@ def infer(
                     writer.write(image, mask, kind, classes)
                 frames += 1
                 keys += step.is_key
-                progress.update(task, completed=frames, keys=keys)
+                progress.update(task, completed=frames, keys=f", {keys} key")
     finally:
         writer.close()
     console.print(
@@ -448,10 +454,13 @@ def evaluate_command(
         spec_path, weights=weights, teacher_weights=teacher_weights, device=device
     )
     interval = keyframe_interval or spec.keyframe_interval
-    with console.status("evaluating teacher and student on the video"):
+    progress = _frame_progress("eval")
+    with progress:
+        task = progress.add_task("eval", total=None, keys="")
         result = evaluate(
             spec, teacher, student, video, interval=interval, max_frames=max_frames, device=dev,
             skip_frames=skip_frames, channels_last=channels_last,
+            on_frame=lambda n: progress.update(task, completed=n),
         )  # fmt: skip
     table = Table(
         title=f"{spec.teacher.name} against its {spec.mode} student, {result.frames} frames, "

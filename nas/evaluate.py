@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -136,12 +136,13 @@ def evaluate(
     device: torch.device,
     skip_frames: int = 0,
     channels_last: bool = False,
+    on_frame: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Run teacher and student over the videos (None: the teacher's default clips) and measure
     both (see module docstring). Each sequence starts with a key frame, and TC pairs no frames of
     two sequences. `skip_frames` first frames of each sequence are left out (say, those a
     student was trained on), `max_frames` of each are evaluated. `channels_last`: both models
-    run in that layout (`nas.layout.layout_for`)."""
+    run in that layout (`nas.layout.layout_for`). `on_frame(n)` after each frame, n done."""
     limit = None if max_frames is None else skip_frames + max_frames
     source = open_videos(videos_or_default(video, teacher.output_kind), max_frames=limit)
     kind, classes = teacher.output_kind, teacher.num_classes
@@ -213,6 +214,8 @@ def evaluate(
             seg_student.update(y_student.cpu(), frame.label[None])
             seg_repeated.update(y_repeated.cpu(), frame.label[None])
         previous = (frame.image, y_teacher, y_student, y_repeated)
+        if on_frame is not None:
+            on_frame(len(t_teacher))
 
     teacher_ms = statistics.median(t_teacher) * 1e3
     delta_ms = statistics.median(t_delta) * 1e3 if t_delta else None

@@ -157,6 +157,23 @@ TINY_ARGS = [
 ]  # fmt: skip
 
 
+def test_a_default_study_adds_one_trial_per_run_on_a_cpu(run_nas, tmp_path):
+    """Without --trials the study is sized to the machine (one more complete trial on a CPU),
+    so rerunning the same command keeps the front growing; the command says how to ask for
+    more."""
+    at = TINY_ARGS.index("--trials")
+    args = TINY_ARGS[:at] + TINY_ARGS[at + 2 :]
+    run = tmp_path / "run"
+    for held in (1, 2):
+        result = run_nas(*args, "--budget", "3MFLOPs", "--out", str(run))
+        assert result.returncode == 0, result.stderr
+        said = " ".join(result.stdout.split())
+        assert "running 1 more complete trial (rerun the same command to add more" in said
+        assert "--trials N asks for a study of N complete trials" in said
+        table = pd.read_csv(run / "trials.csv")
+        assert (table["state"] == "COMPLETE").sum() == held
+
+
 def test_search_writes_study_spec_and_summary(run_nas, tmp_path):
     result = run_nas(*TINY_ARGS, "--budget", "3MFLOPs", "--out", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr

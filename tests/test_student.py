@@ -218,6 +218,19 @@ def test_eval_prints_and_writes_the_table(run_nas, tmp_path):
     assert rows["layers that run between key frames"][1:3] == [str(layers), str(layers)]
 
 
+def test_eval_skips_the_frames_a_student_was_trained_on(run_nas, tmp_path):
+    spec, _ = _spec_with(tmp_path, None)
+    video = "synthetic:frames=16,size=64x96"
+    result = run_nas(
+        "eval", "--spec", str(spec), "--video", video, "--device", "cpu",
+        "--skip-frames", "10", "--max-frames", "8",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "6 frames, key frame every" in " ".join(result.stdout.split())  # frames 10..15
+    result = run_nas("eval", "--spec", str(spec), "--video", video, "--skip-frames", "-1")
+    assert result.returncode == 2 and "--skip-frames" in result.stderr
+
+
 def test_eval_says_when_the_student_repeats_the_key_frame(tmp_path):
     path, run = _spec_with(tmp_path, None)
     spec = load_spec(path)
