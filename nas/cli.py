@@ -443,13 +443,18 @@ def evaluate_command(
     import csv
     import io
 
+    from nas.data import open_videos, videos_or_default
     from nas.evaluate import evaluate
     from nas.io import atomic_write_text
     from nas.latency import resolve_device
     from nas.layout import layout_for
+    from nas.spec import load_spec
     from nas.student import load_student
 
     channels_last = layout_for(resolve_device(device), layout)
+    # Every video file is opened before the models load: a bad one is named before any work.
+    video = videos_or_default(video, load_spec(spec_path).teacher.output_kind)
+    open_videos(video)
     spec, teacher, student, dev = load_student(
         spec_path, weights=weights, teacher_weights=teacher_weights, device=device
     )

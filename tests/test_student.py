@@ -10,6 +10,8 @@ import time
 import pytest
 import torch
 
+import nas.student
+from nas.cli import main
 from nas.data import load_frames, open_video
 from nas.errors import NasError
 from nas.evaluate import evaluate
@@ -229,6 +231,22 @@ def test_eval_skips_the_frames_a_student_was_trained_on(run_nas, tmp_path):
     assert "6 frames, key frame every" in " ".join(result.stdout.split())  # frames 10..15
     result = run_nas("eval", "--spec", str(spec), "--video", video, "--skip-frames", "-1")
     assert result.returncode == 2 and "--skip-frames" in result.stderr
+
+
+def test_eval_names_a_corrupt_video_before_loading_the_models(tmp_path, capsys, monkeypatch):
+    spec, _ = _spec_with(tmp_path, None)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video" * 10)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the student was loaded before the videos were checked")
+
+    monkeypatch.setattr(nas.student, "load_student", no_work)
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "--spec", str(spec), "--video", "synthetic", "--video", str(bad)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert str(bad) in err
 
 
 def test_eval_says_when_the_student_repeats_the_key_frame(tmp_path):
