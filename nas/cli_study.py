@@ -194,6 +194,10 @@ def search(
     check_layout(layout)
     if storage is not None and study is None:
         raise NasError("--storage needs --study NAME: every worker must name the same study")
+    if video:  # every file named is opened now; the teacher's default clips ship in a package
+        from nas.data import open_videos
+
+        open_videos(video)
     interval = _choice_or_auto(keyframe_interval, "--keyframe-interval", int)
     scale = _choice_or_auto(input_scale, "--input-scale", float)
     spaces = [name.strip() for name in search_space.split(",") if name.strip()]
@@ -248,10 +252,7 @@ def search(
         else f"{more} more complete trial{'s' if more > 1 else ''}"
         + (f", started within {timeout / 60:g} minutes" if timeout else "")
     )
-    console.print(
-        f"running {planned} (rerun the same command to add more; --trials N asks for a study of "
-        "N complete trials, --timeout S stops starting trials after S seconds)"
-    )
+    said_plan: list[bool] = []
     best: dict[str, float] = {}
 
     interrupts: list[int] = []
@@ -259,6 +260,12 @@ def search(
     def on_trial_start(number: int, params: dict) -> None:
         if interrupts:
             raise KeyboardInterrupt
+        if not said_plan:  # once the inputs are checked: a refused one prints its error alone
+            said_plan.append(True)
+            progress.console.print(
+                f"running {planned} (rerun the same command to add more; --trials N asks for a "
+                "study of N complete trials, --timeout S stops starting trials after S seconds)"
+            )
         progress.reset(step_task, total=steps, status=f"trial {number}: preparing")
 
     def on_step(row) -> None:
