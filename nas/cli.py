@@ -384,7 +384,9 @@ def infer(
     try:
         with progress:
             task = progress.add_task("infer", total=None, keys=", 0 key")
-            for frame in source.frames():
+            for starts, frame in source.frames_with_starts():
+                if starts:  # each sequence (each file of a folder) starts with a key frame
+                    runner.reset()
                 image = resize_crop(frame, size).image
                 x = teacher.input_spec.normalize(image[None].to(dev))
                 step = runner.step(x)

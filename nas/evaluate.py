@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from evaluators import ByDistance, Recovered, SegmentationMetric, TemporalConsistency, dis_flow
-from nas.data import Frame, Video, open_videos, resize_crop, videos_or_default
+from nas.data import open_videos, resize_crop, videos_or_default
 from nas.layout import in_layout
 from nas.runner import DeltaRunner
 from nas.spec import Spec
@@ -118,13 +118,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def sequence_frames(source: Video, skip: int = 0) -> Iterator[tuple[bool, Frame]]:
-    """Every sequence's frames from its `skip`-th on, in turn; True where a sequence starts."""
-    for sequence in source.sequences:
-        for n, frame in enumerate(sequence.frames_from(skip)):
-            yield n == 0, frame
-
-
 def evaluate(
     spec: Spec,
     teacher: Teacher,
@@ -169,7 +162,7 @@ def evaluate(
     t_key: list[float] = []
     t_delta: list[float] = []
     previous = None
-    for starts, frame in sequence_frames(source, skip_frames):
+    for starts, frame in source.frames_with_starts(skip_frames):
         if starts:  # a new sequence: a new key frame, and no TC pair across the cut
             runner.reset()
             previous = None

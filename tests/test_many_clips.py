@@ -21,7 +21,7 @@ from nas.errors import NasError
 from nas.evaluate import evaluate
 from nas.pipeline import SearchOptions, make_spec, prepare
 from nas.student import build_student
-from tests.conftest import TINY_SEARCH
+from tests.conftest import TINY_SEARCH, uniform_spec
 
 SIZE = (32, 48)
 LENGTHS = {"a.mp4": 20, "b.mp4": 30}  # two sequences of different lengths
@@ -231,3 +231,16 @@ def test_eval_starts_a_key_frame_at_each_sequence_and_no_tc_across(monkeypatch):
     assert result.frames == 8
     assert result.key_frames == 4  # frames 0 and 3 of each, not 0, 3, 6 of one stream
     assert pairs and set(pairs.values()) == {6}  # 3 + 3 pairs, none across the cut
+
+
+def test_infer_starts_a_key_frame_at_each_file_of_a_folder(clips_dir, tmp_path, capsys):
+    run = prepare(SearchOptions(**(TINY_SEARCH | {"budget": "1TFLOPs"})))
+    spec = uniform_spec(run, tmp_path / "spec.json", "full")
+    masks = tmp_path / "masks"
+    args = ["--video", str(clips_dir), "--max-frames", "4", "--device", "cpu", "-k", "3"]
+    with pytest.raises(SystemExit) as info:
+        main(["infer", "--spec", str(spec), "--out", str(masks), *args])
+    assert info.value.code == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "8 frames (4 key frames)" in said  # frames 0 and 3 of each file, not 0, 3, 6
+    assert len(list(masks.glob("*.png"))) == 8

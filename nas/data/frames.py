@@ -98,3 +98,10 @@ class Video:
         """Every frame of every sequence, one sequence after the other."""
         for sequence in self.sequences:
             yield from sequence
+
+    def frames_with_starts(self, skip: int = 0) -> Iterator[tuple[bool, Frame]]:
+        """Every sequence's frames from its `skip`-th on, in turn, each with whether it starts
+        its sequence (where a delta model needs a new key frame and time does not run on)."""
+        for sequence in self.sequences:
+            for n, frame in enumerate(sequence.frames_from(skip)):
+                yield n == 0, frame
