@@ -335,8 +335,8 @@ def _print_trials(table, *, everything: bool) -> None:
     title = "all trials" if everything else "Pareto-optimal trials (feasible)"
     out = Table(title=f"{title}: {len(rows)} of {len(table)}", title_justify="left")
     params = [c for c in table.columns if c.startswith(PARAM_PREFIX)]
-    columns = ["trial", "state", "agreement", "gflops", "latency_ms", "speedup", "feasible"]
-    for optional in ("latency_ms", "speedup"):
+    columns = ["trial", "state", "agreement", "r", "gflops", "latency_ms", "speedup", "feasible"]
+    for optional in ("r", "latency_ms", "speedup"):
         if optional not in table or table[optional].isna().all():
             columns.remove(optional)
     for column in columns + [c[len(PARAM_PREFIX) :] for c in params]:
@@ -373,6 +373,12 @@ def _print_spec_summary(path: Path, trial: int) -> None:
     console.print(
         "layers per candidate kind: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
     )
+    if "val_r" in spec.metrics:
+        console.print(
+            f"on its validation clips: agreement {spec.metrics['val_agreement']:.4f}, R "
+            f"{spec.metrics['val_r']:.4f} (the share of the teacher's change since the key frame "
+            "it recovers: 0 is repeating the key frame, 1 the teacher)"
+        )
     _print_speedup(spec)
     if spec.mode == "delta" and set(kinds) == {NO_CHANGE}:
         console.print(

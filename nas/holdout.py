@@ -4,6 +4,9 @@ Each held-out sequence streams through a `DeltaRunner` (a key frame every K fram
 teacher sees every frame at full size. A student that runs on smaller frames gets them
 downscaled from the same full-size frames, and its predictions are upsampled back before they
 are compared. Only frames between key frames count: key frames are the teacher's own output.
+Beside agreement and MAE, R: the share of the teacher's change since the key frame the student
+recovers (`evaluators.Recovered`; 0: the key frame repeated, 1: the teacher; NaN without key
+frames).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterable
 import torch
 
 from evaluators.agreement import agreement
+from evaluators.recovered import Recovered
 from nas.runner import DeltaRunner
 from nas.supernet import DeltaModel, resize
 from nas.teachers import Teacher
@@ -32,20 +36,29 @@ def held_out_agreement(
     `VideoClips.span_frames()`); `student_size` is the student's input."""
     runner = DeltaRunner(student, interval=interval)
     scores: dict[str, list[float]] = {}
+    recovered = Recovered()
     for frames in sequences:
         runner.reset()  # a new key frame at each sequence's start
+        y_key = None  # per-frame students have no key frame, and no R
         for frame in frames:
             x = teacher.input_spec.normalize(frame[None].to(device).float())
             with torch.inference_mode():
                 y_teacher = teacher(x)
                 step = runner.step(resize(x, student_size))
                 if step.is_key:
+                    y_key = y_teacher  # what repeating this key frame would give
                     continue
                 y = resize(step.prediction, tuple(y_teacher.shape[-2:]))
             for name, value in agreement(y, y_teacher, kind=teacher.output_kind).items():
                 scores.setdefault(name, []).append(value)
+            if y_key is not None:
+                recovered.update(y, y_key, y_teacher)
     runner.reset()
     if not scores:
-        return {"agreement": float("nan"), "mae": float("nan"), "frames": 0.0}
+        return {"agreement": float("nan"), "mae": float("nan"), "r": float("nan"), "frames": 0.0}
     result = {name: sum(values) / len(values) for name, values in scores.items()}
-    return result | {"frames": float(len(scores["agreement"]))}
+    r = recovered.compute()
+    return result | {
+        "r": float("nan") if r is None else r,
+        "frames": float(len(scores["agreement"])),
+    }

@@ -302,6 +302,7 @@ class Objective:
         trial.set_user_attr("spec", spec.to_json())
         trial.set_user_attr("probabilities", result.probabilities)
         trial.set_user_attr("held_out_mae", scores["mae"])
+        trial.set_user_attr("held_out_r", scores["r"])
         trial.set_user_attr("held_out_frames", int(scores["frames"]))
         trial.set_user_attr("search_agreement", spec.metrics.get("val_agreement", math.nan))
         names, _ = objectives(self.budget.kind)

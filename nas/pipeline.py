@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evaluators.agreement import agreement
 from evaluators.error_vs_key import ErrorVsKey
+from evaluators.recovered import Recovered
 from nas.budget import Budget, CostKind, RelativeBudget, parse_budget, resolve_budget
 from nas.calibrate import delta_statistics
 from nas.cost import count_macs
@@ -150,10 +151,11 @@ class _StepWriter:
 def validate(net: Supernet, teacher: Teacher, batches, picks: dict[str, str]) -> dict[str, float]:
     """Agreement with the teacher and MAE of the delta model with `picks`, over validation clips;
     for a delta model also `val_error_vs_key` (`evaluators.ErrorVsKey`; 1: what it predicts
-    does not reach the output)."""
+    does not reach the output) and `val_r` (`evaluators.Recovered`: the share of the teacher's
+    change it recovers, 0 as the key frame repeated, 1 as the teacher)."""
     net.fix(picks)
     scores: dict[str, list[float]] = {}
-    against_key = ErrorVsKey()
+    against_key, recovered = ErrorVsKey(), Recovered()
     with torch.no_grad():
         for x_key, x_t, _ in batches:
             y_key = None if net.model.per_frame else net.model.key_frame(x_key).clone()
@@ -163,11 +165,14 @@ def validate(net: Supernet, teacher: Teacher, batches, picks: dict[str, str]) ->
                 scores.setdefault(k, []).append(v)
             if y_key is not None:
                 against_key.update(y, y_key, y_teacher)
+                recovered.update(y, y_key, y_teacher)
     net.fix(None)
     net.model.clear()
     metrics = {f"val_{k}": sum(v) / len(v) for k, v in scores.items()}
     if (error_vs_key := against_key.compute()) is not None:
         metrics["val_error_vs_key"] = error_vs_key
+    if (r := recovered.compute()) is not None:
+        metrics["val_r"] = r
     return metrics
 
 

@@ -57,6 +57,7 @@ def trials_table(study: optuna.Study, run: Path) -> pd.DataFrame:
                 "trial": trial.number,
                 "state": trial.state.name,
                 "agreement": values.get("agreement", math.nan),
+                "r": trial.user_attrs.get("held_out_r", math.nan),
                 "gflops": values.get("gflops", math.nan),
                 "latency_ms": values.get("latency_ms", math.nan),
                 "speedup": measured.get("speedup", math.nan),

@@ -39,6 +39,7 @@ COLUMNS = {
     "trial": "int: Optuna's trial number",
     "state": "str: COMPLETE, FAIL, RUNNING, PRUNED or WAITING",
     "agreement": "float: agreement with the teacher on held-out frames (up; NaN if not done)",
+    "r": "float: R on held-out frames, the share of the teacher's change recovered (NaN: none)",
     "gflops": "float: amortised GFLOPs per frame (multiply-adds / 1e9; down)",
     "latency_ms": "float: measured amortised ms per frame (NaN unless the budget is a latency)",
     "speedup": "float: measured amortised speed-up over the teacher (delta mode; NaN otherwise)",
@@ -49,7 +50,7 @@ COLUMNS = {
     "started": "str: ISO time the trial started",
 }
 # Columns added after the first tables were written: a table without them reads as NaN there.
-LATER_COLUMNS = ("speedup",)
+LATER_COLUMNS = ("speedup", "r")  # read as NaN from tables written before them
 PARAM_PREFIX = "param_"  # empty where a trial did not sample it (pruned before, or not `auto`)
 
 

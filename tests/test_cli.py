@@ -190,6 +190,10 @@ def test_search_writes_study_spec_and_summary(run_nas, tmp_path):
     assert ("to search for time as well" in said) == (metrics["speedup_share"] < 0.8)
     table = pd.read_csv(run / "trials.csv")
     assert any(v == pytest.approx(metrics["speedup"]) for v in table["speedup"])
+    # R beside agreement: in the validation metrics, the summary and the held-out trials table.
+    assert metrics["val_r"] <= 1 and f"R {metrics['val_r']:.4f} (the share" in said
+    complete = table[table["state"] == "COMPLETE"]
+    assert complete["r"].notna().all() and (complete["r"] <= 1).all()
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from search_spaces import decode
 
 COMPLETE = "COMPLETE"
 STEP_FIELDS = [f.name for f in dataclasses.fields(StepLog)]
-_FLOAT_COLUMNS = ("agreement", "gflops", "latency_ms", "speedup", "duration_s")
+_FLOAT_COLUMNS = ("agreement", "r", "gflops", "latency_ms", "speedup", "duration_s")
 _BOOL_COLUMNS = ("feasible", "pareto")
 _TEXT_COLUMNS = ("state", "spec_path", "started")
 _TRUE = {"true", "1", "yes", "t", "y", "1.0"}
@@ -49,6 +49,7 @@ class TrialRow:
     trial: int
     state: str
     agreement: float
+    r: float  # the share of the teacher's change recovered on held-out frames (NaN: none)
     gflops: float
     latency_ms: float
     speedup: float  # measured, over the teacher (NaN: not measured)
@@ -629,11 +630,16 @@ def summary(data: RunData) -> Summary:
     front = sorted((row for row in data.trials if row.on_front), key=lambda row: row.gflops)
     timed = any(math.isfinite(row.latency_ms) for row in front)
     sped = any(math.isfinite(row.speedup) for row in front)
-    columns = ["trial", "agreement", "GFLOPs", *(["latency ms"] if timed else [])]
-    columns += [*(["speed-up"] if sped else []), *data.param_names, "spec"]
+    recovered = any(math.isfinite(row.r) for row in front)
+    columns = ["trial", "agreement", *(["R"] if recovered else []), "GFLOPs"]
+    columns += [*(["latency ms"] if timed else []), *(["speed-up"] if sped else [])]
+    columns += [*data.param_names, "spec"]
     rows = []
     for row in front:
-        cells = [str(row.trial), f"{row.agreement:.4f}", f"{row.gflops:.4g}"]
+        cells = [str(row.trial), f"{row.agreement:.4f}"]
+        if recovered:
+            cells.append(format_value(row.r))
+        cells.append(f"{row.gflops:.4g}")
         if timed:
             cells.append(format_value(row.latency_ms))
         if sped:
