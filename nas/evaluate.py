@@ -221,7 +221,10 @@ def evaluate(
     distance = by_distance.table()
     student_all = [distance, student_keys.table()]
     repeated_all = [repeated_by_distance.table()]
-    changed = r_against.compute() is not None  # the teacher's output moved from y_rep
+    against_repeated = r_against.compute()  # None: the teacher's output never left y_rep
+    changed = against_repeated is not None
+    student_agreement = _mean_agreement(student_all, between=False)
+    repeated_agreement = _mean_agreement(repeated_all, between=False)
     running = len(spec.layers) - len(idle_layers_of(spec, student))
     rows: list[tuple[str, float | None, float | None, float | None]] = [
         # A student whose every layer is idle repeats the key frame's output.
@@ -249,8 +252,8 @@ def evaluate(
         (
             "agreement with the teacher (all frames)",
             1.0,
-            _mean_agreement(student_all, between=False),
-            _mean_agreement(repeated_all, between=False),
+            student_agreement,
+            repeated_agreement,
         ),
         (
             "R, share of the teacher's change recovered (frames between key frames)",
@@ -261,7 +264,7 @@ def evaluate(
         (
             "R against the key frame repeated (all frames)",
             1.0 if changed else None,
-            r_against.compute(),
+            against_repeated,
             0.0 if changed else None,
         ),
         (
@@ -280,9 +283,5 @@ def evaluate(
                 seg_repeated.compute()["miou"],
             )
         )
-    said = verdict(
-        k,
-        (_mean_agreement(student_all, False), _mean_agreement(repeated_all, False)),
-        r_against.compute(),
-    )
+    said = verdict(k, (student_agreement, repeated_agreement), against_repeated)
     return EvalResult(rows, distance, len(t_teacher), len(t_key), k, said)

@@ -32,6 +32,15 @@ def _meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def _meta_pass(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    """`module` on an empty `meta` input, its own parameters untouched (swapped for `meta`
+    copies unless it is on `meta` already)."""
+    x = torch.empty(input_shape, device="meta")
+    if module_device(module).type == "meta":
+        return module(x)
+    return functional_call(module, _meta_state(module), (x,))
+
+
 def traced_forward(
     module: nn.Module, input_shape: tuple[int, ...], observe: Callable[[], Observer]
 ) -> tuple[Any, Observer]:
@@ -46,11 +55,8 @@ def traced_forward(
         observer = observe()
         try:
             with observer, torch.no_grad():
-                if attempt == "meta" and device.type == "meta":
-                    out = module(torch.empty(input_shape, device="meta"))
-                elif attempt == "meta":
-                    x = torch.empty(input_shape, device="meta")
-                    out = functional_call(module, _meta_state(module), (x,))
+                if attempt == "meta":
+                    out = _meta_pass(module, input_shape)
                 else:
                     out = module(torch.zeros(input_shape, device=device))
             return out, observer
@@ -63,13 +69,9 @@ def traced_forward(
 def runs_on_meta(module: nn.Module, input_shape: tuple[int, ...]) -> bool:
     """Whether `module` runs on `meta` tensors, i.e. reads no tensor values while it runs.
     Modules that do (any onnx2torch graph) must stay on a real device to be counted."""
-    x = torch.empty(input_shape, device="meta")
     try:
         with torch.no_grad():
-            if module_device(module).type == "meta":
-                module(x)
-            else:
-                functional_call(module, _meta_state(module), (x,))
+            _meta_pass(module, input_shape)
     except (NotImplementedError, RuntimeError):
         return False
     return True
