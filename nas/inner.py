@@ -7,11 +7,22 @@ then the delta model on frame t with one sampled candidate per layer, and descen
     layer loss + output loss (+ task loss with labels) + expected layer error + budget term
 
 The first three train the sampled blocks (the layer loss from the teacher's own inputs, see
-`nas.distill`). The architecture logits learn from the expected layer error,
-sum_l sum_i p_li * e_li, where e_li is a running estimate of candidate i's relative error at
-layer l (every candidate measured once on the first frames, then updated whenever it is
-sampled): a straight-through gradient alone cannot tell `zero` from an exact `full` (neither
-moves when its output is scaled), while measured errors can.
+`nas.distill`). The architecture logits learn from the predicted output error,
+
+    sum_l s_l * sum_i p_li * e_li  /  sum_l s_l
+
+where e_li is a running estimate of candidate i's relative error at layer l (every candidate
+measured once on the first frames, then updated whenever it is sampled) and s_l the layer's
+output sensitivity: the output's error, relative to the teacher's change since the key frame,
+when layer l alone predicts no change (e = 1) and every other layer runs exactly
+(`measure_sensitivity`, once, on the first frames). To first order an error at layer l reaches
+the output scaled by s_l, so sum_l s_l e_l predicts the output's relative error (1 - R); a
+plain mean of layer errors cannot see that the stem's error is carried through everything
+after it while a side branch's barely reaches the output. Measured errors, not a
+straight-through gradient, because a gradient alone cannot tell `zero` from an exact `full`
+(neither moves when its output is scaled). The normalisation by sum_l s_l keeps the term's
+scale that of one layer's error, whatever the depth, so the budget's multiplier balances it
+in the same number of steps for every teacher.
 
 The budget is a constraint: with `penalty="constraint"` the budget term is lambda * (E[C] / B - 1),
 where E[C] is the expected amortised cost per frame, and the multiplier lambda grows by dual
@@ -29,12 +40,12 @@ import torch
 from torch import nn
 
 from nas.budget import Budget, CostKind
-from nas.distill import LossWeights, relative_error, student_losses
+from nas.distill import LossWeights, change_energy, relative_error, student_losses
 from nas.errors import NasError
 from nas.export import LayerChoice, Limit, export_choices
 from nas.graph import ConvLayer
 from nas.liveness import NO_CHANGE, Wiring, read_wiring
-from nas.supernet import DeltaModel, MixedDelta, amortised, smallest_interval
+from nas.supernet import DeltaModel, MixedDelta, Phase, amortised, smallest_interval
 from nas.teachers.base import Teacher
 
 
@@ -56,6 +67,9 @@ class SearchConfig:
     task_weight: float = 1.0
     tc_weight: float = 0.0  # temporal consistency (per-frame modes)
     blockwise_fraction: float = 0.5  # per-frame modes: the share of steps with layer terms only
+    # Weigh each layer's error by its measured output sensitivity (False: a plain mean of layer
+    # errors, the objective before it, kept to measure what the weighting is worth).
+    sensitivity: bool = True
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -265,6 +279,58 @@ def measure_all_candidates(net: Supernet) -> None:
             m.record_error(index, float(relative_error(block, conv)))
 
 
+def measure_sensitivity(net: Supernet, batch: Batch) -> dict[str, float]:
+    """Each layer's output sensitivity on `batch`, stored in its mixed layer and returned.
+
+    Every layer runs its dearest candidate (`full`: the teacher's conv, exact); then, one layer
+    at a time, that layer predicts no change (its key output; in the per-frame modes its bias)
+    and the output's squared error against the reference, over the energy of the teacher's
+    output change since the key frame (`nas.distill.change_energy`), is its sensitivity: 1
+    where the layer's change is all the output's, 0 where it never reaches it. One forward pass
+    of a delta frame per layer, without gradients."""
+    x_key, x_t, _ = batch
+    model = net.model
+    sampled = [m.last_choice for m in net.mixed.values()]  # this step's draw, kept
+    net.fix({path: m.names[int(torch.argmax(m.costs))] for path, m in net.mixed.items()})
+
+    def no_change(conv, args, out):
+        if conv.phase is not Phase.DELTA:
+            return None
+        return torch.zeros_like(out).add_(conv.z_key)
+
+    found = {}
+    try:
+        with torch.no_grad():
+            y_teacher = model.teacher_frame(x_t)
+            y_key = torch.zeros_like(y_teacher) if model.per_frame else model.key_frame(x_key)
+            energy = change_energy(y_teacher, y_key)
+            reference = model.delta_frame(x_t).clone()
+            for (layer, conv), m in zip(model.delta_convs(), net.mixed.values(), strict=True):
+                handle = conv.register_forward_hook(no_change)
+                try:
+                    y = model.delta_frame(x_t)
+                finally:
+                    handle.remove()
+                found[layer.path] = float((y - reference).pow(2).mean() / energy)
+                m.sensitivity.fill_(found[layer.path])
+    finally:
+        net.fix(None)
+        for m, choice in zip(net.mixed.values(), sampled, strict=True):
+            m.last_choice = choice
+    return found
+
+
+def predicted_error(net: Supernet) -> torch.Tensor:
+    """The sensitivity-weighted mean of the layers' expected errors (module docstring),
+    differentiable in the logits; a plain mean where no layer's change reaches the output."""
+    errors = torch.stack([m.expected_error() for m in net.mixed.values()])
+    weights = torch.stack([m.sensitivity for m in net.mixed.values()]).to(errors)
+    total = weights.sum()
+    if not bool(total > 0):
+        return errors.mean()
+    return (weights * errors).sum() / total
+
+
 def run_search(
     net: Supernet,
     teacher: Teacher,
@@ -301,9 +367,10 @@ def run_search(
         for m in net.mixed.values():
             m.tau = tau
             m.sample()  # one candidate per layer for this step
+        batch = next_batch(generator)
         distill, parts = student_losses(
             net.model,
-            next_batch(generator),
+            batch,
             teacher,
             config.loss_weights(),
             tc_weight=config.tc_weight,
@@ -313,7 +380,9 @@ def run_search(
             measure_all_candidates(net)
         for m, error in zip(net.mixed.values(), parts["layer_errors"].detach(), strict=True):
             m.record_error(m.last_choice, float(error))
-        arch = torch.stack([m.expected_error() for m in net.mixed.values()]).mean()
+        if step == 0 and config.sensitivity:
+            measure_sensitivity(net, batch)  # new tensors only: this step's graph stays valid
+        arch = predicted_error(net)
         expected = amortised(net.table.keyframe, net.expected_delta(), interval)
         ratio = (expected / budget.value).float()
         fixed = config.penalty == "fixed"

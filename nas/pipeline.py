@@ -97,6 +97,7 @@ class SearchOptions(BaseModel):
     task_weight: float = Field(default=1.0, ge=0)
     penalty: str = Field(default="constraint", pattern="^(constraint|fixed)$")
     beta: float = Field(default=1.0, ge=0)
+    sensitivity: bool = True  # weigh layer errors by output sensitivity (`nas.inner`)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     val_batches: int = Field(default=8, ge=1)
     calibration_batches: int = Field(default=4, ge=0)  # 0: plain SVD starts, no data

@@ -25,7 +25,10 @@ the fit at full rank is W' itself: the teacher exactly. `lam` is `ridge` times t
 eigenvalue of sum x_s x_s^T.
 
 Moments are accumulated in float64 over all batches, at `positions` output positions per batch
-and layer, drawn from a seeded generator (deterministic). Layer l is fitted with layers < l
+and layer, drawn from a seeded generator (deterministic); a quarter of them are held out, and a
+layer keeps its refitted block only where that lowers its error on them (with few samples for
+its dimension a fit can follow noise, and an error that grows here grows through every layer
+after it). Layer l is fitted with layers < l
 already refitted: one (partial) pass of the key frame, the teacher and the student per layer and
 batch, each stopped as soon as layer l's input is seen, so the cost is about
 3/2 x layers x batches forward passes (seconds on a CPU for a small net; see bench/refit.py).
@@ -52,13 +55,15 @@ from search_spaces import FullBlock, LowRankBlock
 from search_spaces._blocks import Geometry
 
 POSITIONS = 4096  # sampled output positions per layer and batch
+HELD_OUT = 0.25  # the share of them that checks the fit instead of making it
 
 
 @dataclass(frozen=True)
 class LayerFit:
-    """One refitted layer: its relative error sum ||y_hat - y||^2 / sum ||y||^2 on the fitted
-    positions (y the teacher's output change) with the old block and with the refitted one, both
-    on the student's own inputs (layers before it already refitted)."""
+    """One refitted layer: its relative error sum ||y_hat - y||^2 / sum ||y||^2 on held-out
+    positions (y the teacher's output change) with the old block and with the block kept (the
+    refitted one where it did better there, else the old), both on the student's own inputs
+    (layers before it already calibrated)."""
 
     before: float
     after: float
@@ -183,14 +188,14 @@ def refit_student(
     student: DeltaModel,
     batches: Sequence[tuple[torch.Tensor, ...]],
     *,
-    ridge: float = 1e-6,
+    ridge: float = 0.1,
     positions: int = POSITIONS,
     seed: int = 0,
 ) -> RefitReport:
     """Refit `student`'s low-rank blocks in place, layer by layer in execution order,
     on (key frame, frame t) batches (`batches` is read once per layer: a list, not a stream;
     extra items such as labels are ignored). Returns each layer's relative error before and
-    after on the fitted positions, and the layers left as they were."""
+    after on held-out positions, and the layers left as they were."""
     if student.per_frame:
         raise NasError("refit_student calibrates delta-mode students only")
     if not batches:
@@ -232,6 +237,7 @@ def _refit_layer(student, layer, conv, batches, ridge, positions, generator) -> 
     sts = torch.zeros_like(sss)
     stt = torch.zeros_like(sss)
     samples = 0
+    held = [torch.zeros_like(sss) for _ in range(3)]  # the same moments, held-out positions
     for batch in batches:
         x_key, x_t = batch[0], batch[1]
         a_key = _capture(student, conv, lambda x=x_key: student.key_frame(x))
@@ -242,10 +248,14 @@ def _refit_layer(student, layer, conv, batches, ridge, positions, generator) -> 
         flat = _positions(a_key, layer, positions, generator)
         xs = patch_columns((a_student - a_key).cpu(), layer, flat)
         xt = patch_columns((a_teacher - a_key).cpu(), layer, flat)
-        sss += xs @ xs.T
-        sts += xt @ xs.T
-        stt += xt @ xt.T
-        samples += xs.shape[1]
+        cut = max(1, round(xs.shape[1] * (1 - HELD_OUT)))
+        sss += xs[:, :cut] @ xs[:, :cut].T
+        sts += xt[:, :cut] @ xs[:, :cut].T
+        stt += xt[:, :cut] @ xt[:, :cut].T
+        held[0] += xs[:, cut:] @ xs[:, cut:].T
+        held[1] += xt[:, cut:] @ xs[:, cut:].T
+        held[2] += xt[:, cut:] @ xt[:, cut:].T
+        samples += cut
     if samples == 0 or float(torch.trace(sss)) == 0.0:
         return None
     block = conv.block
@@ -253,10 +263,8 @@ def _refit_layer(student, layer, conv, batches, ridge, positions, generator) -> 
     old = _block_matrix(block).cpu()
     rank = block.reduce.out_channels
     matrix, expand, reduce = _solve(sss, sts, weight, rank, ridge)
-    _write(block, expand, reduce)
-    return LayerFit(
-        before=_relative_error(old, weight, sss, sts, stt),
-        after=_relative_error(matrix, weight, sss, sts, stt),
-        rank=rank,
-        samples=samples,
-    )
+    before = _relative_error(old, weight, *held)
+    after = _relative_error(matrix, weight, *held)
+    if after < before:  # a fit that does not generalise to held-out positions is not kept
+        _write(block, expand, reduce)
+    return LayerFit(before=before, after=min(after, before), rank=rank, samples=samples)

@@ -109,6 +109,9 @@ class MixedDelta(nn.Module):
         self._weight: torch.Tensor | None = None  # the current sample's straight-through weight
         # Running estimate of each candidate's layer error (NaN: not measured yet).
         self.register_buffer("error", torch.full((len(names),), float("nan")), persistent=False)
+        # How much of the output's change is lost when this layer alone predicts no change
+        # (`nas.inner.measure_sensitivity`; 1 until measured).
+        self.register_buffer("sensitivity", torch.ones(()), persistent=False)
 
     def probs(self) -> torch.Tensor:
         return torch.softmax(self.logits, dim=0)

@@ -1,15 +1,22 @@
 """Retraining a student from its spec: the delta-distillation objective of the search.
 
 Only the student blocks train (optionally also the teacher's own parameters, `finetune=True`),
-on clips with key-frame distances 1..K-1. Every `checkpoint_every` steps the whole state (step,
-weights, optimiser, random generator) is written atomically to `checkpoint.pt`; rerunning the
-same command resumes from it and ends exactly where an uninterrupted run would have. The result
-is `student.pt`, a state dict that loads with `torch.load(..., weights_only=True)`.
+on clips with key-frame distances 1..K-1, with Adam and a learning rate that warms up linearly
+over the first `warmup` share of the steps and then follows a cosine down to `final_lr` of its
+peak (`learning_rate`: a function of the step alone, so a resumed run follows the same curve).
+With `validate` (a function of the student returning its validation R), every `eval_every`
+steps the log row carries the student's R on held-out clips.
+
+Every `checkpoint_every` steps the whole state (step, weights, optimiser, random generator) is
+written atomically to `checkpoint.pt`; rerunning the same command resumes from it and ends
+exactly where an uninterrupted run would have. The result is `student.pt`, a state dict that
+loads with `torch.load(..., weights_only=True)`.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +36,9 @@ WEIGHTS = "student.pt"
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 300
-    lr: float = 1e-4
+    lr: float = 1e-3
+    warmup: float = 0.05  # share of the steps the learning rate warms up over
+    final_lr: float = 0.05  # the learning rate at the last step, as a share of `lr`
     checkpoint_every: int = 50
     finetune: bool = False  # also train the teacher's (non-searched) parameters
     seed: int = 0
@@ -45,6 +54,18 @@ class TrainLog:
     layer_loss: float
     output_loss: float
     task_loss: float
+    lr: float = 0.0
+    val_r: float | None = None  # R on held-out clips, on the steps it was measured
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate at `step`: linear warm-up, then a cosine from `lr` to `final_lr * lr`."""
+    warmup = max(1, round(config.warmup * config.steps))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, config.steps - warmup - 1)
+    floor = config.final_lr * config.lr
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _save(path: Path, state: dict) -> None:
@@ -75,8 +96,12 @@ def train_student(
     out: Path,
     config: TrainConfig,
     on_step: Callable[[TrainLog], None] | None = None,
+    validate: Callable[[DeltaModel], float | None] | None = None,
+    eval_every: int = 50,
 ) -> Path:
-    """Train (or resume training) `student`; returns the path of the final weights."""
+    """Train (or resume training) `student`; returns the path of the final weights.
+    `validate(student)`: its R on held-out clips, measured every `eval_every` steps and after
+    the last (the student is put back in training mode after it)."""
     out.mkdir(parents=True, exist_ok=True)
     params = trainable(student, config.finetune)
     if not params:
@@ -98,6 +123,8 @@ def train_student(
         start = int(state["step"])
     student.train()
     for step in range(start, config.steps):
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(config, step)
         loss, parts = student_losses(
             student,
             next_batch(generator),
@@ -113,12 +140,20 @@ def train_student(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        done = step + 1
+        val_r = None
+        if validate is not None and (done % eval_every == 0 or done == config.steps):
+            student.clear()
+            student.eval()
+            val_r = validate(student)
+            student.clear()
+            student.train()
         if on_step is not None:
             values = {
                 k: float(parts[k].detach()) for k in ("layer_loss", "output_loss", "task_loss")
             }
-            on_step(TrainLog(step, float(loss.detach()), **values))
-        done = step + 1
+            lr = learning_rate(config, step)
+            on_step(TrainLog(step, float(loss.detach()), **values, lr=lr, val_r=val_r))
         if done % config.checkpoint_every == 0 or done == config.steps:
             _save(
                 checkpoint,

@@ -1,0 +1,186 @@
+"""Is the searched student worth deploying? It against every cheap answer at the same cost.
+
+For each trained teacher and each share of its amortised multiply-adds, on the built-in clips:
+
+1. `nas search` (delta mode, key frame every K) on the first `--max-frames` frames of every clip;
+2. the searched student, built from its spec with the data-aware start (`nas.build_student`);
+3. the same, calibrated on its own inputs (`nas.refit.refit_student`, closed form);
+4. the same, then trained (`nas.train.train_student`, the default recipe), with its CPU minutes;
+
+scored beside the cheap answers at the same amortised cost (`nas.baselines`): the key frame
+repeated every K' frames, the teacher on smaller frames, and the uniform student (one rank
+fraction for every dense conv, data-aware start, untrained). Scores are `nas.compare`'s on the
+validation frames of each clip (the last 20% of its first `--max-frames`, never trained on):
+R (0: the key frame repeated every K, 1: the teacher; every column against the same
+denominator), agreement with the teacher over all frames, and temporal consistency TC.
+
+Every stage is saved in `--out` (the search's run folder, the calibrated weights, the training
+checkpoint, each clip's scores) and skipped when found, so an interrupted run resumes:
+
+    python bench/quality.py                                  # both teachers, 1/2 and 1/3
+    python bench/quality.py --teachers u2netp:320x320 --fractions 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from nas.baselines import lowres_size, repeat_interval, uniform_spec
+from nas.compare import LowRes, Repeated, Student, compare
+from nas.data import videos_or_default
+from nas.io import atomic_write_bytes, atomic_write_text
+from nas.pipeline import SearchOptions, prepare, search
+from nas.refit import refit_student
+from nas.spec import load_spec
+from nas.student import build_student, load_student_weights
+from nas.train import TrainConfig, train_student
+
+TEACHERS = "ppocrv4_det:480x640,u2netp:320x320"
+
+
+def _save_state(path: Path, model: torch.nn.Module) -> None:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _timed(folder: Path, name: str, work) -> float:
+    """Run `work()` unless `name` was done before; its minutes (recorded, or read back)."""
+    record = folder / f"{name}.minutes"
+    if record.is_file():
+        return float(record.read_text())
+    start = time.process_time()
+    work()
+    minutes = (time.process_time() - start) / 60
+    atomic_write_text(record, f"{minutes:.3f}\n")
+    return minutes
+
+
+def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
+    """Every row of one teacher at one cost, one row per clip and column."""
+    folder = Path(args.out) / f"{teacher}-{size}-{round(fraction * 100)}pct-k{args.k}"
+    folder.mkdir(parents=True, exist_ok=True)
+    options = SearchOptions(
+        teacher=teacher,
+        budget=f"{fraction * 100:.6g}%",
+        input_size=size,
+        keyframe_interval=args.k,
+        max_frames=args.max_frames,
+        steps=args.steps,
+        seed=args.seed,
+        out=str(folder / "search"),
+    )
+    run = prepare(options)
+    if not (folder / "search" / "spec.json").is_file():
+        print(f"[{folder.name}] searching ({args.steps} steps)", flush=True)
+    search_minutes = _timed(folder, "search", lambda: search(options, prepared=run))
+    spec = load_spec(folder / "search" / "spec.json")
+    device = run.device
+
+    def student(weights: Path | None = None):
+        built = build_student(spec, run.teacher, stats=run.stats).to(device)
+        return built if weights is None else load_student_weights(built, weights)
+
+    calibrated_path = folder / "calibrated.pt"
+
+    def calibrate() -> None:
+        generator = torch.Generator().manual_seed(args.seed + 7)
+        batches = [run.next_batch(generator) for _ in range(args.calibration_batches)]
+        model = student()
+        report = refit_student(model, batches)
+        _save_state(calibrated_path, model)
+        print(f"[{folder.name}] calibrated {len(report.layers)} layers", flush=True)
+
+    calibrate_minutes = _timed(folder, "calibrate", calibrate)
+    trained_path = folder / "train" / "student.pt"
+
+    def train() -> None:
+        model = student(calibrated_path)
+        config = TrainConfig(steps=args.train_steps, checkpoint_every=25, seed=args.seed)
+
+        def show(row) -> None:
+            if row.val_r is not None or row.step % 25 == 0:
+                shown = "" if row.val_r is None else f"  val R {row.val_r:.3f}"
+                print(
+                    f"[{folder.name}] train {row.step + 1}/{args.train_steps} "
+                    f"loss {row.loss:.4f}{shown}",
+                    flush=True,
+                )
+
+        train_student(
+            model, run.teacher, run.next_batch, out=folder / "train", config=config, on_step=show
+        )
+
+    train_minutes = _timed(folder, "train", train)
+    uniform = uniform_spec(spec, run.layers)
+    cost = spec.totals.amortised_macs
+    small = lowres_size(run.teacher, run.size, cost)
+    columns = [Repeated(repeat_interval(spec.totals.teacher_macs, cost))]
+    if small is not None:
+        columns.append(LowRes(run.teacher, small))
+    if uniform is not None:
+        model = build_student(uniform, run.teacher, stats=run.stats).to(device)
+        fraction_used = uniform.metrics["uniform_fraction"]
+        columns.append(Student(f"uniform student (f={fraction_used:.3f})", model, args.k, None))
+    columns += [
+        Student("searched", student(), args.k, None),
+        Student("searched + calibrated", student(calibrated_path), args.k, None),
+        Student(f"+ trained ({train_minutes:.1f} CPU-min)", student(trained_path), args.k, None),
+    ]
+    rows = []
+    clips = videos_or_default(None, run.teacher.output_kind)
+    for clip, frames in zip(clips, run.val.span_frames(), strict=False):
+        found = folder / f"scores-{clip.replace(':', '_')}.json"
+        if found.is_file():
+            scores = json.loads(found.read_text())
+        else:
+            scores = compare(
+                run.teacher,
+                [copy.copy(c) for c in columns],
+                [frames],
+                interval=args.k,
+                device=device,
+            )
+            atomic_write_text(found, json.dumps(scores, indent=1) + "\n")
+        for name, values in scores.items():
+            rows.append({"clip": clip, "column": name, **values})
+    minutes = {"search": search_minutes, "calibrate": calibrate_minutes, "train": train_minutes}
+    print(
+        f"\n{teacher} at {size}, {fraction:.3g} of the teacher's amortised multiply-adds "
+        f"({cost / 1e9:.3f} GMACs), K={args.k}; CPU minutes {minutes}"
+    )
+    print(f"{'clip':18} {'column':42} {'R':>7} {'agree':>7} {'TC':>7}")
+    for row in rows:
+        cells = ["-" if row[k] is None else f"{row[k]:7.3f}" for k in ("r", "agreement", "tc")]
+        print(f"{row['clip']:18} {row['column']:42} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teachers", default=TEACHERS, help="name:HxW, comma-separated")
+    parser.add_argument("--fractions", default="0.5,0.333333")
+    parser.add_argument("-k", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=150, help="search steps")
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--calibration-batches", type=int, default=16)
+    parser.add_argument("--max-frames", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results/bench-quality")
+    args = parser.parse_args()
+    print(f"{torch.get_num_threads()} threads")
+    for item in args.teachers.split(","):
+        teacher, size = item.split(":")
+        for fraction in (float(v) for v in args.fractions.split(",")):
+            point(teacher, size, fraction, args)
+
+
+if __name__ == "__main__":
+    main()
