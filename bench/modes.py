@@ -96,6 +96,7 @@ def run_method(options: SearchOptions, *, train_steps: int, eval_start: int, eva
         max_frames=eval_frames,
         device=torch.device("cpu"),
         skip_frames=eval_start,
+        baselines=False,  # teacher and student only (bench/quality.py scores the baselines)
     )
     return row_of(result)
 

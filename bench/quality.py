@@ -37,10 +37,9 @@ from nas.compare import LowRes, Repeated, Student, compare
 from nas.data import videos_or_default
 from nas.io import atomic_write_bytes, atomic_write_text
 from nas.pipeline import SearchOptions, prepare, search
-from nas.refit import refit_student
 from nas.spec import load_spec
 from nas.student import build_student, load_student_weights
-from nas.train import TrainConfig, train_student
+from nas.train import TrainConfig, calibrate_student, held_out_r, train_student
 
 TEACHERS = "ppocrv4_det:480x640,u2netp:320x320"
 
@@ -91,10 +90,10 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
     calibrated_path = folder / "calibrated.pt"
 
     def calibrate() -> None:
-        generator = torch.Generator().manual_seed(args.seed + 7)
-        batches = [run.next_batch(generator) for _ in range(args.calibration_batches)]
         model = student()
-        report = refit_student(model, batches)
+        report = calibrate_student(
+            model, run.next_batch, seed=args.seed, batches=args.calibration_batches
+        )
         _save_state(calibrated_path, model)
         print(f"[{folder.name}] calibrated {len(report.layers)} layers", flush=True)
 
@@ -115,7 +114,13 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
                 )
 
         train_student(
-            model, run.teacher, run.next_batch, out=folder / "train", config=config, on_step=show
+            model,
+            run.teacher,
+            run.next_batch,
+            out=folder / "train",
+            config=config,
+            on_step=show,
+            validate=held_out_r(run.teacher, run.val, spec, device=device),
         )
 
     train_minutes = _timed(folder, "train", train)

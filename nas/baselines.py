@@ -94,9 +94,9 @@ def _uniform_cost(layers: list[ConvLayer], fraction: float) -> int:
 
 def uniform_spec(spec: Spec, layers: list[ConvLayer]) -> Spec | None:
     """`spec` with every layer replaced by the uniform student's block, at the largest rank
-    fraction whose amortised cost is at most the spec's (None: no fraction fits, the grouped
-    convs alone cost more). `layers`: the spec's conv layers at its input size. What a delta
-    frame costs outside the searched convs is the spec's own."""
+    fraction whose amortised cost is at most the spec's (None: not even rank 1 on every dense
+    conv, beside the grouped convs kept `full`, fits). `layers`: the spec's conv layers at its
+    input size. What a delta frame costs outside the searched convs is the spec's own."""
     other_macs = spec.totals.delta_frame_macs - sum(layer.macs for layer in spec.layers)
     interval = spec.interval
     target = spec.totals.amortised_macs

@@ -247,7 +247,17 @@ def train(
     ),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training clips."),
     batch_size: int = typer.Option(2, "--batch-size", help="Clips per step."),
-    lr: float = typer.Option(1e-4, "--lr", help="Learning rate of the student blocks."),
+    lr: float = typer.Option(
+        1e-3, "--lr", help="Peak learning rate of the student blocks (warm-up, then cosine)."
+    ),
+    calibrate: bool = typer.Option(
+        True,
+        "--calibrate/--no-calibrate",
+        help="Fit the low-rank blocks to the student's own inputs, in closed form, first.",
+    ),
+    eval_every: int = typer.Option(
+        50, "--eval-every", min=1, help="Steps between measures of R on held-out clips."
+    ),
     finetune: bool = typer.Option(False, "--finetune", help="Also fine-tune the teacher's layers."),
     checkpoint_every: int = typer.Option(
         50, "--checkpoint-every", help="Steps between checkpoints."
@@ -261,12 +271,11 @@ def train(
     """Retrain a student from its spec; rerunning the same command resumes from its checkpoint."""
 
     from nas.data import open_videos, videos_or_default
-    from nas.graph import layer_graph
     from nas.latency import resolve_device
-    from nas.pipeline import calibration_stats, clip_batches, video_clips
+    from nas.pipeline import clip_batches, start_stats, video_clips
     from nas.spec import load_spec
     from nas.student import build_student, teacher_for
-    from nas.train import TrainConfig, train_student
+    from nas.train import CHECKPOINT, TrainConfig, calibrate_student, held_out_r, train_student
 
     spec = load_spec(spec_path)
     videos = videos_or_default(video, spec.teacher.output_kind)
@@ -274,7 +283,7 @@ def train(
     dev = resolve_device(device)
     teacher = teacher_for(spec, weights=teacher_weights, device=str(dev))
     size = tuple(spec.teacher_input_size or spec.input_size)  # the frames: the teacher's size
-    train_clips, _ = video_clips(
+    train_clips, val_clips = video_clips(
         teacher,
         videos,
         size=size,
@@ -284,16 +293,16 @@ def train(
         draws=steps * batch_size if steps else None,
         source=source,
     )
-    stats = calibration_stats(
-        teacher,
-        layer_graph(teacher.module, size),
-        train_clips,
-        batches=4 if spec.mode == "delta" else 0,  # data-aware starts of delta blocks
-        batch_size=batch_size,
-        device=dev,
-        seed=seed,
-    )
+    stats = start_stats(spec, teacher, train_clips, batch_size=batch_size, device=dev, seed=seed)
     student = build_student(spec, teacher, stats=stats).to(dev)
+    batches = clip_batches(train_clips, teacher, batch_size=batch_size, device=dev)
+    out = out or spec_path.parent / "train"
+    if calibrate and spec.mode == "delta" and not (out / CHECKPOINT).is_file():
+        calibrated = calibrate_student(student, batches, seed=seed)
+        console.print(
+            f"calibrated {len(calibrated.layers)} low-rank blocks on the student's own inputs "
+            f"in {calibrated.seconds:.1f} s"
+        )
     if steps is None:
         steps = max(1, round(epochs * len(train_clips.pairs) / batch_size))
     config = TrainConfig(
@@ -305,19 +314,31 @@ def train(
         tc_weight=float(spec.search.get("tc_weight", 0.0)) if spec.mode != "delta" else 0.0,
         blockwise_fraction=float(spec.search.get("blockwise_fraction", 0.5)),
     )
-    out = out or spec_path.parent / "train"
     progress = _step_progress("train")
+    val_r = "-"
     with progress:
         task = progress.add_task("train", total=steps, status="")
 
         def on_step(row) -> None:
+            nonlocal val_r
+            if row.val_r is not None:
+                val_r = f"{row.val_r:.3f}"
             status = (
                 f"loss {row.loss:.4f}  layer {row.layer_loss:.4f}  output {row.output_loss:.4f}"
+                f"  lr {row.lr:.1e}  val R {val_r}"
             )
             progress.update(task, completed=row.step + 1, status=status)
 
-        batches = clip_batches(train_clips, teacher, batch_size=batch_size, device=dev)
-        weights = train_student(student, teacher, batches, out=out, config=config, on_step=on_step)
+        weights = train_student(
+            student,
+            teacher,
+            batches,
+            out=out,
+            config=config,
+            on_step=on_step,
+            validate=held_out_r(teacher, val_clips, spec, device=dev),
+            eval_every=eval_every,
+        )
     console.print(f"student weights written to {weights}")
 
 
@@ -437,8 +458,15 @@ def evaluate_command(
         None, "--out", help="CSV file (default: eval.csv beside the spec)."
     ),
     layout: str = LAYOUT,
+    baselines: bool = typer.Option(
+        True,
+        "--baselines/--no-baselines",
+        help="Also the teacher on smaller frames and the uniform student at the student's cost "
+        "(they take time; the key frame repeated is always there, at no cost).",
+    ),
 ) -> None:
-    """Teacher against student on a video: GFLOPs, latency, agreement, TC, mIoU; one table."""
+    """Teacher against student and the cheap answers at its cost on a video: GFLOPs, latency,
+    agreement, R, TC, mIoU; one table and a verdict."""
     import csv
     import io
 
@@ -463,7 +491,7 @@ def evaluate_command(
         task = progress.add_task("eval", total=None, keys="")
         result = evaluate(
             spec, teacher, student, video, interval=interval, max_frames=max_frames, device=dev,
-            skip_frames=skip_frames, channels_last=channels_last,
+            skip_frames=skip_frames, channels_last=channels_last, baselines=baselines,
             on_frame=lambda n: progress.update(task, completed=n),
         )  # fmt: skip
     table = Table(
@@ -471,7 +499,7 @@ def evaluate_command(
         + (f"key frame every {interval}" if spec.interval else "no key frames")
         + f" on {dev}"
         + (" (channels-last)" if channels_last else "")
-        + f", and the key frame repeated every {result.repeat_interval} at the same cost",
+        + ", and the cheap answers at the same cost",
         title_justify="left",
     )
     for column in ("metric", *result.columns):
@@ -491,6 +519,29 @@ def evaluate_command(
         "frame repeated: the share of its squared error removed, over all frames.",
         soft_wrap=True,
     )
+    if result.lowres_size is not None:
+        h, w = result.lowres_size
+        console.print(
+            f"teacher at {h}x{w}: the teacher on the frames downscaled to {h}x{w}, the largest "
+            "size of their aspect ratio in its size multiple at which it costs no more than the "
+            "student amortised, its output upsampled back (latency measured).",
+            soft_wrap=True,
+        )
+    if result.uniform_fraction is not None:
+        console.print(
+            "uniform student: the student's delta model with every dense conv low-rank at one "
+            f"rank fraction, {result.uniform_fraction:.3f}, the largest at the student's "
+            "amortised GFLOPs (grouped convs full), from the data-aware start, untrained, with "
+            "the student's key frames (latency measured).",
+            soft_wrap=True,
+        )
+    for line in result.left_out:
+        console.print(line, soft_wrap=True)
+    if not baselines:
+        console.print(
+            "teacher on smaller frames and uniform student left out: --no-baselines",
+            soft_wrap=True,
+        )
     if result.by_distance:
         console.print(
             "agreement by distance from the key frame: "
@@ -501,8 +552,9 @@ def evaluate_command(
     writer = csv.writer(buffer)
     writer.writerow(["metric", *result.columns])
     writer.writerows(result.rows)
+    others = [""] * (len(result.columns) - 2)  # the student's only
     for row in result.by_distance:
-        writer.writerow([f"agreement at distance {row['distance']}", "", row["agreement"], ""])
+        writer.writerow([f"agreement at distance {row['distance']}", "", row["agreement"], *others])
     target = out or spec_path.parent / "eval.csv"
     atomic_write_text(target, buffer.getvalue())
     console.print(f"table written to {target}")

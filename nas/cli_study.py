@@ -335,10 +335,13 @@ def _print_trials(table, *, everything: bool) -> None:
     title = "all trials" if everything else "Pareto-optimal trials (feasible)"
     out = Table(title=f"{title}: {len(rows)} of {len(table)}", title_justify="left")
     params = [c for c in table.columns if c.startswith(PARAM_PREFIX)]
-    columns = ["trial", "state", "agreement", "r", "gflops", "latency_ms", "speedup", "feasible"]
-    for optional in ("r", "latency_ms", "speedup"):
+    columns = ["trial", "state", "agreement", "r", "repeat_r", "lowres_r", "uniform_r"]
+    columns += ["beats_baselines", "gflops", "latency_ms", "speedup", "feasible"]
+    for optional in ("r", "repeat_r", "lowres_r", "uniform_r", "latency_ms", "speedup"):
         if optional not in table or table[optional].isna().all():
             columns.remove(optional)
+    if "beats_baselines" not in table or not (table["beats_baselines"] != "").any():
+        columns.remove("beats_baselines")
     for column in columns + [c[len(PARAM_PREFIX) :] for c in params]:
         out.add_column(column, justify="left" if column in ("state", "search_space") else "right")
     for _, row in rows.iterrows():
@@ -379,6 +382,8 @@ def _print_spec_summary(path: Path, trial: int) -> None:
             f"{spec.metrics['val_r']:.4f} (the share of the teacher's change since the key frame "
             "it recovers: 0 is repeating the key frame, 1 the teacher)"
         )
+    if "heldout_r" in spec.metrics:
+        _print_baselines(spec.metrics)
     _print_speedup(spec)
     if spec.mode == "delta" and set(kinds) == {NO_CHANGE}:
         console.print(
@@ -387,6 +392,23 @@ def _print_spec_summary(path: Path, trial: int) -> None:
             "predicts the change"
         )
     console.print(f"spec written to {path}")
+
+
+def _print_baselines(metrics: dict) -> None:
+    """The untrained student beside every cheap answer at its cost, and the verdict in words."""
+    from nas.compare import BASELINES, CHEAP_NAMES, verdict
+
+    def scores(key: str) -> str:
+        r, agreement = metrics.get(f"{key}_r"), metrics.get(f"{key}_agreement")
+        return f"R {_cell(r) if r is not None else '-'}, agreement {_cell(agreement)}"
+
+    console.print(f"on held-out frames, as searched (untrained): {scores('heldout')}")
+    said = {k[len("baseline_") :]: v for k, v in metrics.items() if k.startswith("baseline_")}
+    for key in BASELINES:
+        if f"{key}_agreement" in said:
+            name = CHEAP_NAMES[key].format(**said)
+            console.print(f"  at the same cost, {name}: {scores('baseline_' + key)}")
+    console.print(verdict(metrics))
 
 
 def _budget_line(spec) -> str:

@@ -23,10 +23,15 @@ from dataclasses import dataclass
 
 import torch
 
-from evaluators import Recovered, TemporalConsistency, dis_flow
 from evaluators.agreement import agreement
-from nas.baselines import LowResTeacher
+from evaluators.flow import dis_flow
+from evaluators.recovered import Recovered
+from evaluators.temporal import TemporalConsistency
+from nas.baselines import LowResTeacher, lowres_size, repeat_interval, uniform_spec
+from nas.graph import ConvLayer
 from nas.runner import DeltaRunner
+from nas.spec import Spec
+from nas.student import build_student
 from nas.supernet import DeltaModel, resize
 from nas.teachers import OutputKind, Teacher
 
@@ -149,3 +154,98 @@ def compare(
         }
         for name, found in scores.items()
     }
+
+
+BASELINES = ("repeat", "lowres", "uniform")  # the cheap answers' keys in `baseline_metrics`
+CHEAP_NAMES = {
+    "repeat": "repeating the key frame every {repeat_interval} frames",
+    "lowres": "the teacher at {lowres_h:.0f}x{lowres_w:.0f}",
+    "uniform": "the uniform student (rank fraction {uniform_fraction:.3f})",
+}
+
+
+def baseline_columns(
+    teacher: Teacher,
+    spec: Spec,
+    layers: list[ConvLayer],
+    *,
+    stats: dict | None,
+    size: tuple[int, int],
+    device: torch.device,
+) -> tuple[dict[str, Column], dict[str, float]]:
+    """The cheap answers at `spec`'s amortised cost, keyed as in `BASELINES` (those that exist
+    at that cost), and what each is: K', the low-res height and width, the uniform rank
+    fraction. `size`:
+    the frames' (the teacher's) size; `layers`: the spec's conv layers."""
+    cost = spec.totals.amortised_macs
+    k = repeat_interval(spec.totals.teacher_macs, cost)
+    columns: dict[str, Column] = {"repeat": Repeated(k)}
+    about: dict[str, float] = {"repeat_interval": k}
+    small = lowres_size(teacher, size, cost)
+    if small is not None:
+        columns["lowres"] = LowRes(teacher, small)
+        about["lowres_h"], about["lowres_w"] = small
+    uniform = uniform_spec(spec, layers)
+    if uniform is not None:
+        model = build_student(uniform, teacher, stats=stats).to(device)
+        columns["uniform"] = Student("uniform student", model, spec.interval, None)
+        about["uniform_fraction"] = uniform.metrics["uniform_fraction"]
+    return columns, about
+
+
+def baseline_metrics(
+    teacher: Teacher,
+    spec: Spec,
+    student: DeltaModel,
+    layers: list[ConvLayer],
+    sequences: Iterable[Iterable[torch.Tensor]],
+    *,
+    stats: dict | None,
+    size: tuple[int, int],
+    device: torch.device,
+) -> dict[str, float]:
+    """The student and every cheap answer at its cost on held-out `sequences`, as flat metrics:
+    `heldout_r`, `heldout_agreement`, and per baseline `baseline_<key>_r` and
+    `baseline_<key>_agreement`, with what each baseline is (`repeat_interval`, `lowres_h` and
+    `lowres_w`, `uniform_fraction`). R is against the key frame repeated every K of the
+    student (every K' in the per-frame modes, which have no key frames of their own). All values
+    are numbers."""
+    columns, about = baseline_columns(teacher, spec, layers, stats=stats, size=size, device=device)
+    mine = Student("student", student, spec.interval, None)
+    reference = spec.interval or int(about["repeat_interval"])
+    found = compare(
+        teacher, [mine, *columns.values()], sequences, interval=reference, device=device
+    )
+    metrics: dict[str, float] = {}
+    for key, column in (("heldout", mine), *((f"baseline_{k}", c) for k, c in columns.items())):
+        for name in ("r", "agreement"):
+            value = found[column.name][name]
+            if value is not None:
+                metrics[f"{key}_{name}"] = value
+    return metrics | {f"baseline_{k}": v for k, v in about.items()}
+
+
+def beaten_by(metrics: dict[str, float]) -> list[str]:
+    """The cheap answers, in words, that the student does not beat: worse R or worse
+    agreement than it at the same cost (`baseline_metrics`' keys; ties do not beat)."""
+    said = {k[len("baseline_") :]: v for k, v in metrics.items() if k.startswith("baseline_")}
+    lost = []
+    for key in BASELINES:
+        worse = [
+            name
+            for name in ("r", "agreement")
+            if f"{key}_{name}" in said
+            and f"heldout_{name}" in metrics
+            and metrics[f"heldout_{name}"] <= said[f"{key}_{name}"]
+        ]
+        if worse:
+            lost.append(CHEAP_NAMES[key].format(**said) + f" ({' and '.join(worse)})")
+    return lost
+
+
+def verdict(metrics: dict[str, float]) -> str:
+    """One line: does the student beat every cheap answer at its cost? (`baseline_metrics`)"""
+    lost = beaten_by(metrics)
+    if not lost:
+        return "the student beats every cheap answer at the same cost, in R and agreement"
+    return "the student does not beat, at the same cost: " + "; ".join(lost)

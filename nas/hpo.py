@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nas import runs
 from nas.budget import CostKind, parse_budget
+from nas.compare import baseline_metrics
 from nas.errors import NasError
 from nas.holdout import held_out_agreement
 from nas.inner import StepLog
@@ -291,6 +292,22 @@ class Objective:
             student_size=tuple(spec.input_size),
             device=run.device,
         )
+        frames_size = tuple(spec.teacher_input_size or spec.input_size)
+        if not run.teacher.is_random and frames_size == tuple(full.size):
+            # Beside the student, every cheap answer at its cost on the same held-out frames
+            # (a random teacher's outputs say nothing of quality: not scored).
+            found = baseline_metrics(
+                run.teacher,
+                spec,
+                student,
+                run.layers,
+                full.val.span_frames(),
+                stats=run.stats,
+                size=full.size,
+                device=run.device,
+            )
+            spec = spec.model_copy(update={"metrics": spec.metrics | found})
+            save_spec(spec, folder / runs.TRIAL_SPEC)
         values = {"agreement": scores["agreement"], "gflops": spec.totals.amortised_macs / 1e9}
         if self.budget.kind is CostKind.LATENCY:
             values["latency_ms"] = spec.metrics["amortised_ms"]

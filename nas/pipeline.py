@@ -326,6 +326,37 @@ def calibration_stats(
     return delta_statistics(teacher, teacher.module, layers, pairs, generator=generator)
 
 
+# Clip batches whose input changes start a student's delta blocks (`start_stats`).
+START_BATCHES = 4
+
+
+def start_stats(
+    spec: Spec,
+    teacher: Teacher,
+    clips: ClipSampler | VideoClips,
+    *,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+) -> dict[str, InputStats]:
+    """The input-change statistics a spec's student starts from (`build_student(stats=...)`, the
+    data-aware SVD), from `START_BATCHES` batches of `clips` at the frames' size: one recipe for
+    `nas train` and for the students `nas eval` builds itself, so the two start alike. Empty
+    outside delta mode, whose blocks see whole frames, not changes (the plain SVD)."""
+    if spec.mode != "delta":
+        return {}
+    size = tuple(spec.teacher_input_size or spec.input_size)
+    return calibration_stats(
+        teacher,
+        layer_graph(teacher.module, size),
+        clips,
+        batches=START_BATCHES,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+    )
+
+
 def prepare(options: SearchOptions, *, reference: Prepared | None = None) -> Prepared:
     """Resolve teacher, input size, candidates, costs and data; refuse a budget that cannot fit.
 

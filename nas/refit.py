@@ -219,7 +219,7 @@ def refit_student(
                     continue
                 fit = _refit_layer(student, layer, conv, batches, ridge, positions, generator)
                 if fit is None:
-                    report.skipped[layer.path] = "its input never changes"
+                    report.skipped[layer.path] = "its input did not change at the sampled positions"
                     continue
                 report.layers[layer.path] = fit
     finally:

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import runs
 from nas.budget import parse_budget, resolve_budget
+from nas.compare import BASELINES, beaten_by
 from nas.errors import NasError
 from nas.hpo import StudyOptions, mask_url, objectives, open_storage, trial_spec
 from nas.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -58,6 +59,10 @@ def trials_table(study: optuna.Study, run: Path) -> pd.DataFrame:
                 "state": trial.state.name,
                 "agreement": values.get("agreement", math.nan),
                 "r": trial.user_attrs.get("held_out_r", math.nan),
+                **{f"{key}_r": measured.get(f"baseline_{key}_r", math.nan) for key in BASELINES},
+                "beats_baselines": (
+                    ("no" if beaten_by(measured) else "yes") if "heldout_r" in measured else ""
+                ),
                 "gflops": values.get("gflops", math.nan),
                 "latency_ms": values.get("latency_ms", math.nan),
                 "speedup": measured.get("speedup", math.nan),

@@ -16,6 +16,7 @@ loads with `torch.load(..., weights_only=True)`.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,9 +24,13 @@ from pathlib import Path
 
 import torch
 
+from nas.data import VideoClips
 from nas.distill import LossWeights, student_losses
 from nas.errors import NasError
+from nas.holdout import held_out_agreement
 from nas.io import atomic_write_bytes
+from nas.refit import RefitReport, refit_student
+from nas.spec import Spec
 from nas.supernet import DeltaModel
 from nas.teachers.base import Teacher
 
@@ -66,6 +71,47 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     progress = (step - warmup) / max(1, config.steps - warmup - 1)
     floor = config.final_lr * config.lr
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+CALIBRATION_BATCHES = 16  # training batches the closed-form calibration reads
+VALIDATION_FRAMES = 30  # frames of each held-out sequence that the validation R reads
+
+
+def calibrate_student(
+    student: DeltaModel,
+    next_batch: Callable[[torch.Generator], tuple],
+    *,
+    seed: int = 0,
+    batches: int = CALIBRATION_BATCHES,
+) -> RefitReport:
+    """Calibrate the student's low-rank blocks on its own inputs (`nas.refit`), in place, on
+    `batches` training batches drawn apart from the training's own draws."""
+    generator = torch.Generator().manual_seed(seed + 7)
+    return refit_student(student, [next_batch(generator) for _ in range(batches)], seed=seed)
+
+
+def held_out_r(
+    teacher: Teacher, clips: VideoClips, spec: Spec, *, device: torch.device
+) -> Callable[[DeltaModel], float | None]:
+    """`validate` for `train_student`: the student's R on the first `VALIDATION_FRAMES` frames
+    of every held-out sequence, run as in use (`nas.holdout`); None in the per-frame modes."""
+    if spec.mode != "delta":
+        return lambda student: None
+    size = tuple(spec.input_size)
+
+    def validate(student: DeltaModel) -> float | None:
+        spans = (itertools.islice(frames, VALIDATION_FRAMES) for frames in clips.span_frames())
+        scores = held_out_agreement(
+            teacher,
+            student,
+            spans,
+            interval=spec.keyframe_interval,
+            student_size=size,
+            device=device,
+        )
+        return None if math.isnan(scores["r"]) else scores["r"]
+
+    return validate
 
 
 def _save(path: Path, state: dict) -> None:
