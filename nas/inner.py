@@ -287,8 +287,10 @@ def measure_sensitivity(net: Supernet, batch: Batch) -> dict[str, float]:
     and the output's squared error against the reference, over the energy of the teacher's
     output change since the key frame (`nas.distill.change_energy`), is its sensitivity: 1
     where the layer's change is all the output's, 0 where it never reaches it. One forward pass
-    of a delta frame per layer, without gradients."""
-    x_key, x_t, _ = batch
+    of a delta frame per layer, without gradients, on the batch's first pair (the property is
+    the network's; one pair keeps it cheap on large teachers). A layer with one candidate has no
+    choice to weigh and is not measured (it keeps its weight)."""
+    x_key, x_t = batch[0][:1], batch[1][:1]
     model = net.model
     sampled = [m.last_choice for m in net.mixed.values()]  # this step's draw, kept
     net.fix({path: m.names[int(torch.argmax(m.costs))] for path, m in net.mixed.items()})
@@ -306,6 +308,8 @@ def measure_sensitivity(net: Supernet, batch: Batch) -> dict[str, float]:
             energy = change_energy(y_teacher, y_key)
             reference = model.delta_frame(x_t).clone()
             for (layer, conv), m in zip(model.delta_convs(), net.mixed.values(), strict=True):
+                if len(m.names) == 1:
+                    continue
                 handle = conv.register_forward_hook(no_change)
                 try:
                     y = model.delta_frame(x_t)
