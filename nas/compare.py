@@ -225,27 +225,38 @@ def baseline_metrics(
     return metrics | {f"baseline_{k}": v for k, v in about.items()}
 
 
+# R within this of another's is a tie (an all-`zero` student repeats its key frame, whose output
+# matches the teacher's only to float precision).
+R_TIE = 1e-6
+
+
+def beats(student: tuple[float, float | None], other: tuple[float, float | None]) -> bool:
+    """Whether a student beats a cheap answer, each given as (agreement, R) on the same frames
+    against the same reference (R None: the teacher's output never moved): better on one, worse
+    on neither; a tie does not beat it."""
+    (agreement, r), (other_agreement, other_r) = student, other
+    wins, losses = agreement > other_agreement, agreement < other_agreement
+    if r is not None and other_r is not None:
+        wins, losses = wins or r - other_r > R_TIE, losses or r - other_r < -R_TIE
+    return wins and not losses
+
+
 def beaten_by(metrics: dict[str, float]) -> list[str]:
-    """The cheap answers, in words, that the student does not beat: worse R or worse
-    agreement than it at the same cost (`baseline_metrics`' keys; ties do not beat)."""
+    """The cheap answers, in words, that the student does not beat (`beats`) at the same cost,
+    from `baseline_metrics`' keys."""
     said = {k[len("baseline_") :]: v for k, v in metrics.items() if k.startswith("baseline_")}
-    lost = []
-    for key in BASELINES:
-        worse = [
-            name
-            for name in ("r", "agreement")
-            if f"{key}_{name}" in said
-            and f"heldout_{name}" in metrics
-            and metrics[f"heldout_{name}"] <= said[f"{key}_{name}"]
-        ]
-        if worse:
-            lost.append(CHEAP_NAMES[key].format(**said) + f" ({' and '.join(worse)})")
-    return lost
+    student = (metrics["heldout_agreement"], metrics.get("heldout_r"))
+    return [
+        CHEAP_NAMES[key].format(**said)
+        for key in BASELINES
+        if f"{key}_agreement" in said
+        and not beats(student, (said[f"{key}_agreement"], said.get(f"{key}_r")))
+    ]
 
 
 def verdict(metrics: dict[str, float]) -> str:
     """One line: does the student beat every cheap answer at its cost? (`baseline_metrics`)"""
     lost = beaten_by(metrics)
     if not lost:
-        return "the student beats every cheap answer at the same cost, in R and agreement"
+        return "the student beats every cheap answer at the same cost"
     return "the student does not beat, at the same cost: " + "; ".join(lost)

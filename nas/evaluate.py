@@ -47,7 +47,7 @@ import torch
 
 from evaluators import ByDistance, Recovered, SegmentationMetric, TemporalConsistency, dis_flow
 from nas.baselines import LowResTeacher, lowres_size, repeat_interval, uniform_spec
-from nas.compare import Repeated
+from nas.compare import Repeated, beats
 from nas.cost import count_macs
 from nas.data import Video, open_videos, resize_crop, videos_or_default
 from nas.errors import NasError
@@ -59,10 +59,6 @@ from nas.spec import Spec
 from nas.student import build_student, idle_layers_of
 from nas.supernet import DeltaModel, amortised, resize
 from nas.teachers import OutputKind, Teacher
-
-# R within this of another's is a tie (an all-`zero` student repeats its key frame, whose output
-# matches the teacher's only to float precision).
-R_TIE = 1e-6
 
 # The data-aware start of the uniform student as `nas train` makes a student's, by its defaults:
 # clips per batch, the seed of their draws, and the share of each video's end left out of them.
@@ -147,17 +143,10 @@ def verdict(
     """One line: which cheap answers at the same cost does the student not beat? `student` and
     each of `cheap` (keyed by how the line names it): (agreement with the teacher over all
     frames, R against the key frame repeated over all frames; None: the teacher's output never
-    moved). Every column is measured against the same reference, so both compare directly. The
-    student beats an answer when it is better on one and worse on neither; a tie does not beat
-    it (an all-`zero` student only ties with the key frame repeated)."""
-    agreement, r = student
-    lost = []
-    for name, (other_agreement, other_r) in cheap.items():
-        wins, losses = agreement > other_agreement, agreement < other_agreement
-        if r is not None and other_r is not None:
-            wins, losses = wins or r - other_r > R_TIE, losses or r - other_r < -R_TIE
-        if losses or not wins:
-            lost.append(name)
+    moved). Every column is measured against the same reference, so both compare directly
+    (`nas.compare.beats`)."""
+    r = student[1]
+    lost = [name for name, other in cheap.items() if not beats(student, other)]
 
     def shown(pair: tuple[float, float | None]) -> str:
         if r is None:
