@@ -14,6 +14,10 @@ validation frames of each clip (the last 20% of its first `--max-frames`, never 
 R (0: the key frame repeated every K, 1: the teacher; every column against the same
 denominator), agreement with the teacher over all frames, and temporal consistency TC.
 
+`--mode perframe` or `resolution` runs the per-frame modes instead (no key frames, nothing to
+calibrate: the searched and trained rows, with the same baselines; R is against the key frame
+repeated every K', the cheap answer at the same cost).
+
 Every stage is saved in `--out` (the search's run folder, the calibrated weights, the training
 checkpoint, each clip's scores) and skipped when found, so an interrupted run resumes:
 
@@ -32,8 +36,7 @@ from pathlib import Path
 
 import torch
 
-from nas.baselines import lowres_size, repeat_interval, uniform_spec
-from nas.compare import LowRes, Repeated, Student, compare
+from nas.compare import BASELINES, Student, baseline_columns, compare
 from nas.data import videos_or_default
 from nas.io import atomic_write_bytes, atomic_write_text
 from nas.pipeline import SearchOptions, prepare, search
@@ -64,12 +67,17 @@ def _timed(folder: Path, name: str, work) -> float:
 
 def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
     """Every row of one teacher at one cost, one row per clip and column."""
-    folder = Path(args.out) / f"{teacher}-{size}-{round(fraction * 100)}pct-k{args.k}"
+    delta = args.mode == "delta"
+    interval = args.k if delta else None
+    how = f"k{args.k}" if delta else args.mode
+    folder = Path(args.out) / f"{teacher}-{size}-{round(fraction * 100)}pct-{how}"
     folder.mkdir(parents=True, exist_ok=True)
     options = SearchOptions(
         teacher=teacher,
         budget=f"{fraction * 100:.6g}%",
         input_size=size,
+        mode=args.mode,
+        input_scale=args.input_scale if args.mode == "resolution" else 1.0,
         keyframe_interval=args.k,
         max_frames=args.max_frames,
         steps=args.steps,
@@ -97,11 +105,11 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
         _save_state(calibrated_path, model)
         print(f"[{folder.name}] calibrated {len(report.layers)} layers", flush=True)
 
-    calibrate_minutes = _timed(folder, "calibrate", calibrate)
+    calibrate_minutes = _timed(folder, "calibrate", calibrate) if delta else 0.0
     trained_path = folder / "train" / "student.pt"
 
     def train() -> None:
-        model = student(calibrated_path)
+        model = student(calibrated_path if delta else None)
         config = TrainConfig(steps=args.train_steps, checkpoint_every=25, seed=args.seed)
 
         def show(row) -> None:
@@ -124,21 +132,18 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
         )
 
     train_minutes = _timed(folder, "train", train)
-    uniform = uniform_spec(spec, run.layers)
     cost = spec.totals.amortised_macs
-    small = lowres_size(run.teacher, run.size, cost)
-    columns = [Repeated(repeat_interval(spec.totals.teacher_macs, cost))]
-    if small is not None:
-        columns.append(LowRes(run.teacher, small))
-    if uniform is not None:
-        model = build_student(uniform, run.teacher, stats=run.stats).to(device)
-        fraction_used = uniform.metrics["uniform_fraction"]
-        columns.append(Student(f"uniform student (f={fraction_used:.3f})", model, args.k, None))
-    columns += [
-        Student("searched", student(), args.k, None),
-        Student("searched + calibrated", student(calibrated_path), args.k, None),
-        Student(f"+ trained ({train_minutes:.1f} CPU-min)", student(trained_path), args.k, None),
-    ]
+    cheap, about = baseline_columns(
+        run.teacher, spec, run.layers, stats=run.stats, size=run.size, device=device
+    )
+    if "uniform" in cheap:
+        cheap["uniform"].name = f"uniform student (f={about['uniform_fraction']:.3f})"
+    columns = [cheap[key] for key in BASELINES if key in cheap]
+    columns.append(Student("searched", student(), interval, None))
+    if delta:
+        columns.append(Student("searched + calibrated", student(calibrated_path), interval, None))
+    trained = f"{'+' if delta else 'searched +'} trained ({train_minutes:.1f} CPU-min)"
+    columns.append(Student(trained, student(trained_path), interval, None))
     rows = []
     clips = videos_or_default(None, run.teacher.output_kind)
     for clip, frames in zip(clips, run.val.span_frames(), strict=False):
@@ -150,7 +155,7 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
                 run.teacher,
                 [copy.copy(c) for c in columns],
                 [frames],
-                interval=args.k,
+                interval=interval or int(about["repeat_interval"]),
                 device=device,
             )
             atomic_write_text(found, json.dumps(scores, indent=1) + "\n")
@@ -159,7 +164,8 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
     minutes = {"search": search_minutes, "calibrate": calibrate_minutes, "train": train_minutes}
     print(
         f"\n{teacher} at {size}, {fraction:.3g} of the teacher's amortised multiply-adds "
-        f"({cost / 1e9:.3f} GMACs), K={args.k}; CPU minutes {minutes}"
+        f"({cost / 1e9:.3f} GMACs), {f'K={args.k}' if delta else args.mode + ' mode'}; "
+        f"CPU minutes {minutes}"
     )
     print(f"{'clip':18} {'column':42} {'R':>7} {'agree':>7} {'TC':>7}")
     for row in rows:
@@ -173,6 +179,8 @@ def main() -> None:
     parser.add_argument("--teachers", default=TEACHERS, help="name:HxW, comma-separated")
     parser.add_argument("--fractions", default="0.5,0.333333")
     parser.add_argument("-k", type=int, default=3)
+    parser.add_argument("--mode", default="delta", choices=["delta", "perframe", "resolution"])
+    parser.add_argument("--input-scale", type=float, default=0.75, help="resolution mode")
     parser.add_argument("--steps", type=int, default=150, help="search steps")
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--calibration-batches", type=int, default=16)

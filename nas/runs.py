@@ -54,7 +54,8 @@ COLUMNS = {
     "started": "str: ISO time the trial started",
 }
 # Columns added after the first tables were written: a table without them reads as NaN there.
-LATER_COLUMNS = ("speedup", "r")  # read as NaN from tables written before them
+# Read as NaN (or empty) from tables written before them.
+LATER_COLUMNS = ("speedup", "r", "repeat_r", "lowres_r", "uniform_r", "beats_baselines")
 PARAM_PREFIX = "param_"  # empty where a trial did not sample it (pruned before, or not `auto`)
 
 

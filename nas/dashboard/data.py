@@ -33,6 +33,8 @@ from search_spaces import decode
 COMPLETE = "COMPLETE"
 STEP_FIELDS = [f.name for f in dataclasses.fields(StepLog)]
 _FLOAT_COLUMNS = ("agreement", "r", "gflops", "latency_ms", "speedup", "duration_s")
+# R of the cheap answers at each trial's cost (`nas.compare`), with their front-table headers.
+_BASELINE_R = {"repeat_r": "R key repeated", "lowres_r": "R low-res", "uniform_r": "R uniform"}
 _BOOL_COLUMNS = ("feasible", "pareto")
 _TEXT_COLUMNS = ("state", "spec_path", "started")
 _TRUE = {"true", "1", "yes", "t", "y", "1.0"}
@@ -59,6 +61,10 @@ class TrialRow:
     duration_s: float
     started: str
     params: dict[str, Any] = field(default_factory=dict)  # name -> value; unsampled left out
+    # R of the cheap answers at this trial's cost (NaN: not scored), and whether it beats them
+    # all ("yes", "no", or "" where not scored).
+    baseline_r: dict[str, float] = field(default_factory=dict)
+    beats_baselines: str = ""
 
     @property
     def complete(self) -> bool:
@@ -156,7 +162,7 @@ def _trials(run: Path) -> tuple[list[TrialRow], list[str]]:
         return [], []
     for name in runs.LATER_COLUMNS:
         if name not in frame.columns:
-            frame[name] = math.nan
+            frame[name] = "" if name == "beats_baselines" else math.nan
     missing = [name for name in runs.COLUMNS if name not in frame.columns]
     if missing:
         raise NasError(f"trials table '{path}' lacks the column(s) {', '.join(missing)}")
@@ -179,7 +185,13 @@ def _trials(run: Path) -> tuple[list[TrialRow], list[str]]:
             flags[name] = [_as_bool(v) for v in frame[name]]
         except ValueError as exc:
             raise NasError(f"trials table '{path}': column '{name}' {exc}") from None
+    for name in _BASELINE_R:
+        try:
+            floats[name] = pd.to_numeric(frame[name], errors="raise").astype(float).tolist()
+        except (ValueError, TypeError):
+            raise NasError(f"trials table '{path}': column '{name}' is not numeric") from None
     texts = {name: [_as_text(v) for v in frame[name]] for name in _TEXT_COLUMNS}
+    texts["beats_baselines"] = [_as_text(v) for v in frame["beats_baselines"]]
     rows = []
     for i, number in enumerate(numbers):
         values = {p[len(runs.PARAM_PREFIX) :]: _as_value(frame[p].iloc[i]) for p in params}
@@ -192,6 +204,8 @@ def _trials(run: Path) -> tuple[list[TrialRow], list[str]]:
                 spec_path=texts["spec_path"][i],
                 started=texts["started"][i],
                 params={k: v for k, v in values.items() if v is not None},
+                baseline_r={name: floats[name][i] for name in _BASELINE_R},
+                beats_baselines=texts["beats_baselines"][i],
             )
         )
     rows.sort(key=lambda row: row.trial)
@@ -631,7 +645,9 @@ def summary(data: RunData) -> Summary:
     timed = any(math.isfinite(row.latency_ms) for row in front)
     sped = any(math.isfinite(row.speedup) for row in front)
     recovered = any(math.isfinite(row.r) for row in front)
-    columns = ["trial", "agreement", *(["R"] if recovered else []), "GFLOPs"]
+    cheap = [n for n in _BASELINE_R if any(math.isfinite(r.baseline_r[n]) for r in front)]
+    columns = ["trial", "agreement", *(["R"] if recovered else [])]
+    columns += [*(_BASELINE_R[n] for n in cheap), *(["beats them"] if cheap else []), "GFLOPs"]
     columns += [*(["latency ms"] if timed else []), *(["speed-up"] if sped else [])]
     columns += [*data.param_names, "spec"]
     rows = []
@@ -639,6 +655,9 @@ def summary(data: RunData) -> Summary:
         cells = [str(row.trial), f"{row.agreement:.4f}"]
         if recovered:
             cells.append(format_value(row.r))
+        cells += [format_value(row.baseline_r[n]) for n in cheap]
+        if cheap:
+            cells.append(row.beats_baselines)
         cells.append(f"{row.gflops:.4g}")
         if timed:
             cells.append(format_value(row.latency_ms))
