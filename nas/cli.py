@@ -248,7 +248,7 @@ def train(
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training clips."),
     batch_size: int = typer.Option(2, "--batch-size", help="Clips per step."),
     lr: float = typer.Option(
-        1e-3, "--lr", help="Peak learning rate of the student blocks (warm-up, then cosine)."
+        1e-4, "--lr", help="Peak learning rate of the student blocks (warm-up, then cosine)."
     ),
     calibrate: bool = typer.Option(
         True,

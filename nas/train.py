@@ -41,7 +41,7 @@ WEIGHTS = "student.pt"
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 300
-    lr: float = 1e-3
+    lr: float = 1e-4
     warmup: float = 0.05  # share of the steps the learning rate warms up over
     final_lr: float = 0.05  # the learning rate at the last step, as a share of `lr`
     checkpoint_every: int = 50
