@@ -3,9 +3,10 @@
 Only the student blocks train (optionally also the teacher's own parameters, `finetune=True`),
 on clips with key-frame distances 1..K-1, with Adam and a learning rate that warms up linearly
 over the first `warmup` share of the steps and then follows a cosine down to `final_lr` of its
-peak (`learning_rate`: a function of the step alone, so a resumed run follows the same curve).
-With `validate` (a function of the student returning its validation R), every `eval_every`
-steps the log row carries the student's R on held-out clips.
+peak (`learning_rate`: a function of the step alone, so a resumed run follows the same curve),
+the gradient's norm clipped to `clip_norm`. With `validate` (a function of the student
+returning its validation R), every `eval_every` steps the log row carries the student's R on
+held-out clips.
 
 Every `checkpoint_every` steps the whole state (step, weights, optimiser, random generator) is
 written atomically to `checkpoint.pt`; rerunning the same command resumes from it and ends
@@ -46,6 +47,10 @@ class TrainConfig:
     final_lr: float = 0.05  # the learning rate at the last step, as a share of `lr`
     checkpoint_every: int = 50
     finetune: bool = False  # also train the teacher's (non-searched) parameters
+    # The gradient's norm is clipped to this (0: not clipped): on a pair whose output barely
+    # changes, the relative output loss can jump by orders of magnitude (PP-OCRv4: 0.3 to 2e7
+    # within 25 steps), and one such step undoes the rest.
+    clip_norm: float = 1.0
     seed: int = 0
     weights: LossWeights = field(default_factory=LossWeights)
     tc_weight: float = 0.0  # temporal consistency (per-frame modes)
@@ -185,6 +190,8 @@ def train_student(
             )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        if config.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
         optimiser.step()
         done = step + 1
         val_r = None
