@@ -402,7 +402,7 @@ def _print_baselines(metrics: dict) -> None:
         r, agreement = metrics.get(f"{key}_r"), metrics.get(f"{key}_agreement")
         return f"R {_cell(r) if r is not None else '-'}, agreement {_cell(agreement)}"
 
-    console.print(f"on held-out frames, as searched (untrained): {scores('heldout')}")
+    console.print(f"on held-out frames, the trial's student: {scores('heldout')}")
     said = {k[len("baseline_") :]: v for k, v in metrics.items() if k.startswith("baseline_")}
     for key in BASELINES:
         if f"{key}_agreement" in said:

@@ -158,7 +158,7 @@ def compare(
 
 BASELINES = ("repeat", "lowres", "uniform")  # the cheap answers' keys in `baseline_metrics`
 CHEAP_NAMES = {
-    "repeat": "repeating the key frame every {repeat_interval} frames",
+    "repeat": "repeating the key frame every {repeat_interval:.0f} frames",
     "lowres": "the teacher at {lowres_h:.0f}x{lowres_w:.0f}",
     "uniform": "the uniform student (rank fraction {uniform_fraction:.3f})",
 }

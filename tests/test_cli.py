@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from nas.compare import beaten_by
 from nas.cost import count_macs, padding_macs
 from nas.teachers import load_teacher
 
@@ -194,6 +195,18 @@ def test_search_writes_study_spec_and_summary(run_nas, tmp_path):
     assert metrics["val_r"] <= 1 and f"R {metrics['val_r']:.4f} (the share" in said
     complete = table[table["state"] == "COMPLETE"]
     assert complete["r"].notna().all() and (complete["r"] <= 1).all()
+    # The cheap answers at the student's cost: in the spec, the summary (with the verdict that
+    # names those it does not beat) and the trials table.
+    for key in ("repeat", "lowres", "uniform"):
+        assert f"baseline_{key}_agreement" in metrics, key
+    assert f"R {metrics['heldout_r']:.4g}, agreement {metrics['heldout_agreement']:.4g}" in said
+    lost = beaten_by(metrics)
+    verdict_line = "does not beat, at the same cost: " + "; ".join(lost) if lost else "beats every"
+    assert verdict_line in said
+    k = int(metrics["baseline_repeat_interval"])
+    assert f"at the same cost, repeating the key frame every {k} frames: R" in said
+    assert set(complete["beats_baselines"]) <= {"yes", "no"}
+    assert complete["uniform_r"].notna().all()
 
 
 @pytest.mark.parametrize(
