@@ -260,7 +260,8 @@ def _uniform_student(
     if uniform is None:
         return _Uniform(
             why=f"{UNIFORM} left out: no rank fraction fits the student's amortised "
-            f"{student_macs / 1e9:.4f} GFLOPs (its grouped convs, kept full, cost more)"
+            f"{student_macs / 1e9:.4f} GFLOPs (even rank 1 on every dense conv, beside the grouped "
+            "convs kept full, costs more)"
         )
     stats = {}
     if spec.mode == "delta":
