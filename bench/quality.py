@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import json
 import time
 from pathlib import Path
@@ -38,19 +37,13 @@ import torch
 
 from nas.compare import BASELINES, Student, baseline_columns, compare
 from nas.data import videos_or_default
-from nas.io import atomic_write_bytes, atomic_write_text
+from nas.io import atomic_write_text
 from nas.pipeline import SearchOptions, prepare, search
 from nas.spec import load_spec
 from nas.student import build_student, load_student_weights
-from nas.train import TrainConfig, calibrate_student, held_out_r, train_student
+from nas.train import TrainConfig, calibrate_student, held_out_r, save_weights, train_student
 
 TEACHERS = "ppocrv4_det:480x640,u2netp:320x320"
-
-
-def _save_state(path: Path, model: torch.nn.Module) -> None:
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _timed(folder: Path, name: str, work) -> float:
@@ -102,7 +95,7 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
         report = calibrate_student(
             model, run.next_batch, seed=args.seed, batches=args.calibration_batches
         )
-        _save_state(calibrated_path, model)
+        save_weights(calibrated_path, model)
         print(f"[{folder.name}] calibrated {len(report.layers)} layers", flush=True)
 
     calibrate_minutes = _timed(folder, "calibrate", calibrate) if delta else 0.0
@@ -139,11 +132,11 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
     if "uniform" in cheap:
         cheap["uniform"].name = f"uniform student (f={about['uniform_fraction']:.3f})"
     columns = [cheap[key] for key in BASELINES if key in cheap]
-    columns.append(Student("searched", student(), interval, None))
+    columns.append(Student("searched", student(), interval))
     if delta:
-        columns.append(Student("searched + calibrated", student(calibrated_path), interval, None))
+        columns.append(Student("searched + calibrated", student(calibrated_path), interval))
     trained = f"{'+' if delta else 'searched +'} trained ({train_minutes:.1f} CPU-min)"
-    columns.append(Student(trained, student(trained_path), interval, None))
+    columns.append(Student(trained, student(trained_path), interval))
     rows = []
     clips = videos_or_default(None, run.teacher.output_kind)
     for clip, frames in zip(clips, run.val.span_frames(), strict=False):

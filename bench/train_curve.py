@@ -14,18 +14,16 @@ The search and calibration are kept in `--out`; a rerun only trains.
 from __future__ import annotations
 
 import argparse
-import io
 import time
 from pathlib import Path
 
 import torch
 
 from nas.distill import LossWeights
-from nas.io import atomic_write_bytes
 from nas.pipeline import SearchOptions, prepare, search
 from nas.spec import load_spec
 from nas.student import build_student, load_student_weights
-from nas.train import TrainConfig, calibrate_student, held_out_r, train_student
+from nas.train import TrainConfig, calibrate_student, held_out_r, save_weights, train_student
 
 
 def main() -> None:
@@ -60,9 +58,7 @@ def main() -> None:
     if not start.is_file():
         model = build_student(spec, run.teacher, stats=run.stats)
         calibrate_student(model, run.next_batch)
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
-        atomic_write_bytes(start, buffer.getvalue())
+        save_weights(start, model)
     validate = held_out_r(run.teacher, run.val, spec, device=run.device)
     print(
         f"{args.teacher} at {args.input_size}, budget {args.budget}, K={args.k}, "

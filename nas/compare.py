@@ -69,21 +69,18 @@ class Repeated(Column):
 
 
 class Student(Column):
-    """A delta (or per-frame) student as it runs in use; `size`: its input where smaller."""
+    """A delta (or per-frame) student as it runs in use, on the full-size frames (a
+    resolution-mode student downscales them itself); `interval` None: no key frames."""
 
-    def __init__(
-        self, name: str, model: DeltaModel, interval: int | None, size: tuple[int, int] | None
-    ) -> None:
+    def __init__(self, name: str, model: DeltaModel, interval: int | None) -> None:
         self.name = name
         self.runner = DeltaRunner(model, interval=interval or 1)
-        self.size = size
 
     def reset(self) -> None:
         self.runner.reset()
 
     def __call__(self, x, y_teacher):
-        frame = x if self.size is None else resize(x, self.size)
-        y = self.runner.step(frame).prediction
+        y = self.runner.step(x).prediction
         return resize(y, tuple(y_teacher.shape[-2:]))
 
 
@@ -188,7 +185,7 @@ def baseline_columns(
     uniform = uniform_spec(spec, layers)
     if uniform is not None:
         model = build_student(uniform, teacher, stats=stats).to(device)
-        columns["uniform"] = Student("uniform student", model, spec.interval, None)
+        columns["uniform"] = Student("uniform student", model, spec.interval)
         about["uniform_fraction"] = uniform.metrics["uniform_fraction"]
     return columns, about
 
@@ -211,7 +208,7 @@ def baseline_metrics(
     student (every K' in the per-frame modes, which have no key frames of their own). All values
     are numbers."""
     columns, about = baseline_columns(teacher, spec, layers, stats=stats, size=size, device=device)
-    mine = Student("student", student, spec.interval, None)
+    mine = Student("student", student, spec.interval)
     reference = spec.interval or int(about["repeat_interval"])
     found = compare(
         teacher, [mine, *columns.values()], sequences, interval=reference, device=device

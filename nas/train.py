@@ -125,6 +125,12 @@ def _save(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    """`model`'s state dict on the CPU, written atomically: what `nas train` leaves as
+    `student.pt`, loadable with `nas.student.load_student_weights`."""
+    _save(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
 def trainable(student: DeltaModel, finetune: bool) -> list[torch.nn.Parameter]:
     """The student blocks' parameters (and, with `finetune`, every parameter)."""
     blocks = [p for _, conv in student.delta_convs() for p in conv.block.parameters()]
@@ -221,5 +227,5 @@ def train_student(
     student.clear()
     student.eval()
     weights = out / WEIGHTS
-    _save(weights, {k: v.detach().cpu() for k, v in student.state_dict().items()})
+    save_weights(weights, student)
     return weights

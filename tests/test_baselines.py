@@ -220,7 +220,7 @@ def test_compare_scores_on_one_scale(run, sequences):
     picks = _by_cost(run, 2)
     spec = _spec(run, picks)
     student = build_student(spec, run.teacher)
-    columns = [Repeated(k), TeacherColumn(), Student("student", student, k, None)]
+    columns = [Repeated(k), TeacherColumn(), Student("student", student, k)]
     scores = compare(run.teacher, columns, sequences, interval=k, device=torch.device("cpu"))
     assert set(scores) == {f"key frame repeated, every {k}", "the teacher", "student"}
 

@@ -257,8 +257,8 @@ def test_search_never_cuts_the_layer_that_carries_the_change(tmp_path):
     assert uniform.totals.amortised_macs <= spec.totals.amortised_macs
     k = options.keyframe_interval
     columns = [
-        Student("searched", build_student(spec, run.teacher, stats=run.stats), k, None),
-        Student("uniform", build_student(uniform, run.teacher, stats=run.stats), k, None),
+        Student("searched", build_student(spec, run.teacher, stats=run.stats), k),
+        Student("uniform", build_student(uniform, run.teacher, stats=run.stats), k),
     ]
     scores = compare(
         run.teacher, columns, run.val.span_frames(), interval=k, device=torch.device("cpu")
