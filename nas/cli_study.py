@@ -128,7 +128,11 @@ def search(
     ),
     study: str | None = typer.Option(None, "--study", help="Study name (needed with --storage)."),
     keyframe_interval: str = typer.Option(
-        "3", "--keyframe-interval", "-k", help="Frames per key frame (K >= 2), or auto."
+        "auto",
+        "--keyframe-interval",
+        "-k",
+        help="Frames per key frame (K >= 2), or auto: every interval the budget allows is "
+        "measured first and the study's first trial runs the best (delta mode).",
     ),
     input_scale: str = typer.Option(
         "1",
@@ -300,7 +304,11 @@ def search(
     try:
         with progress, _remember_interrupts(interrupts):
             found = run_study(
-                options, on_trial_start=on_trial_start, on_step=on_step, on_trial_end=on_trial_end
+                options,
+                on_trial_start=on_trial_start,
+                on_step=on_step,
+                on_trial_end=on_trial_end,
+                on_screen=lambda screen: progress.console.print(screen.summary()),
             )
             if interrupts:
                 raise KeyboardInterrupt

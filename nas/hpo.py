@@ -36,11 +36,13 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from pydantic import BaseModel, ConfigDict, Field
 
 from nas import runs
+from nas.baselines import repeat_interval
 from nas.budget import CostKind, parse_budget
 from nas.compare import baseline_metrics
 from nas.errors import NasError
 from nas.holdout import held_out_agreement
 from nas.inner import StepLog
+from nas.interval import INTERVALS, IntervalScreen, feasible_intervals, screen_intervals, windows
 from nas.io import atomic_write_json
 from nas.pipeline import Prepared, SearchOptions, prepare, search
 from nas.registry import Registry
@@ -72,8 +74,8 @@ def _random(seed: int, trials: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-INTERVALS = (2, 8)  # the range an `auto` key-frame interval is searched over
 SCALES = (1.0, 0.75, 0.5, 0.375)  # the choices of an `auto` input scale
+SCREEN_ATTR = "interval_screen"  # the study's user attribute holding `IntervalScreen.metrics()`
 
 
 class StudyOptions(BaseModel):
@@ -191,7 +193,9 @@ def suggest(trial: Trial, options: StudyOptions) -> dict:
         "search_space": trial.suggest_categorical("search_space", options.search_spaces),
     }
     if options.keyframe_interval_auto:
-        params["keyframe_interval"] = trial.suggest_int("keyframe_interval", *INTERVALS)
+        params["keyframe_interval"] = trial.suggest_int(
+            "keyframe_interval", min(INTERVALS), max(INTERVALS)
+        )
     if options.input_scale is None:
         params["input_scale"] = trial.suggest_categorical("input_scale", SCALES)
     return params
@@ -211,6 +215,7 @@ class Objective:
         self.budget = parse_budget(options.search.budget)  # its kind; `prepare` resolves it
         self.on_trial_start = on_trial_start
         self.on_step = on_step
+        self.interval_screen: IntervalScreen | None = None  # `screen()`'s, with an auto interval
         # Prepared runs (teacher, costs, decoded clips) of the latest few points of the space.
         self._prepared: OrderedDict[tuple, Prepared] = OrderedDict()
 
@@ -236,7 +241,7 @@ class Objective:
         """Refuse at once what no trial could run: a bad video, teacher or preset, or a budget
         that the most lenient point of the space (longest interval, smallest scale) misses."""
         options = self.options
-        lenient = {"keyframe_interval": INTERVALS[1]} if options.keyframe_interval_auto else {}
+        lenient = {"keyframe_interval": max(INTERVALS)} if options.keyframe_interval_auto else {}
         scale = min(SCALES) if options.input_scale is None else options.input_scale
         if options.search.mode == "resolution":
             lenient, scale = lenient | {"input_scale": scale}, 1.0
@@ -249,6 +254,31 @@ class Objective:
             except NasError as exc:
                 first_error = first_error or exc
         raise first_error
+
+    def screen(self) -> IntervalScreen:
+        """The key-frame interval measured (`nas.interval`) at the study's search space, among
+        the intervals the budget and any latency limit allow."""
+        options = self.options
+        inner = options.search.model_copy(update={"keyframe_interval": max(INTERVALS)})
+        _, run = self.prepare(inner, 1.0)
+        feasible = set(feasible_intervals(run.costs, run.budget))
+        for table, limit in run.limits:
+            feasible &= set(feasible_intervals(table, limit))
+        if not feasible:
+            raise NasError(
+                f"budget {run.budget} is met by no key-frame interval from {min(INTERVALS)} to "
+                f"{max(INTERVALS)}: raise the budget"
+            )
+        length = max(max(feasible), repeat_interval(run.costs.keyframe, run.budget.value))
+        self.interval_screen = screen_intervals(
+            run.supernet(),
+            windows(run.train.span_frames(), length),
+            run.teacher.input_spec.normalize,
+            budget=run.budget,
+            intervals=sorted(feasible),
+            limits=run.limits,
+        )
+        return self.interval_screen
 
     def __call__(self, trial: Trial) -> tuple[float, ...]:
         options = self.options
@@ -293,10 +323,11 @@ class Objective:
             device=run.device,
         )
         frames_size = tuple(spec.teacher_input_size or spec.input_size)
+        found = {} if self.interval_screen is None else self.interval_screen.metrics()
         if not run.teacher.is_random and frames_size == tuple(full.size):
             # Beside the student, every cheap answer at its cost on the same held-out frames
             # (a random teacher's outputs say nothing of quality: not scored).
-            found = baseline_metrics(
+            found |= baseline_metrics(
                 run.teacher,
                 spec,
                 student,
@@ -306,6 +337,7 @@ class Objective:
                 size=full.size,
                 device=run.device,
             )
+        if found:
             spec = spec.model_copy(update={"metrics": spec.metrics | found})
             save_spec(spec, folder / runs.TRIAL_SPEC)
         values = {"agreement": scores["agreement"], "gflops": spec.totals.amortised_macs / 1e9}
@@ -388,9 +420,14 @@ def run_study(
     on_trial_start: Callable[[int, dict], None] | None = None,
     on_step: Callable[[StepLog], None] | None = None,
     on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    on_screen: Callable[[IntervalScreen], None] | None = None,
 ) -> optuna.Study:
     """Run (or continue) the study until it holds `options.trials` complete trials (or
-    `options.more` more than it held at the start)."""
+    `options.more` more than it held at the start).
+
+    With an `auto` key-frame interval, the intervals are first measured (`nas.interval`, once
+    per study: kept in the study) and a new study's first trial runs the one chosen; the trials
+    after it draw the interval like every other hyperparameter."""
     from nas.results import write_results, write_study_info
 
     objective = Objective(options, on_trial_start=on_trial_start, on_step=on_step)
@@ -415,6 +452,16 @@ def run_study(
         if count(study, TrialState.COMPLETE) >= target or attempts_left <= 0:
             study.stop()
 
+    if options.keyframe_interval_auto and count(study, TrialState.COMPLETE) < target:
+        stored = study.user_attrs.get(SCREEN_ATTR)
+        if stored is None:
+            study.set_user_attr(SCREEN_ATTR, objective.screen().metrics())
+        else:
+            objective.interval_screen = IntervalScreen.from_metrics(stored)
+        if not study.get_trials(deepcopy=False):
+            study.enqueue_trial({"keyframe_interval": objective.interval_screen.chosen})
+        if on_screen is not None:
+            on_screen(objective.interval_screen)
     if count(study, TrialState.COMPLETE) < target:
         study.optimize(
             objective,

@@ -324,6 +324,83 @@ def measure_sensitivity(net: Supernet, batch: Batch) -> dict[str, float]:
     return found
 
 
+def measure_errors(net: Supernet, batches: Sequence[Batch]) -> torch.Tensor:
+    """Every candidate's layer error (`nas.distill.relative_error`), averaged over `batches`:
+    layers x candidates (in each mixed layer's order, padded with NaN). The student runs at
+    its dearest meanwhile; the running estimates of the search are left as they were."""
+    model = net.model
+    widest = max(len(m.names) for m in net.mixed.values())
+    total = torch.zeros(len(net.mixed), widest, dtype=torch.float64)
+    net.fix({p: m.names[int(torch.argmax(m.costs))] for p, m in net.mixed.items()})
+    try:
+        with torch.no_grad():
+            for x_key, x_t, _ in batches:
+                model.clear()
+                model.key_frame(x_key)
+                model.teacher_frame(x_t)
+                model.delta_frame(x_t)
+                for row, (layer, m) in enumerate(zip(net.layers, net.mixed.values(), strict=True)):
+                    conv = model.net.get_submodule(layer.path)
+                    for index, block in enumerate(m.blocks):
+                        total[row, index] += float(relative_error(block, conv))
+    finally:
+        net.fix(None)
+        model.clear()
+    found = total / len(batches)
+    for row, m in enumerate(net.mixed.values()):
+        found[row, len(m.names) :] = float("nan")
+    return found
+
+
+def knapsack_picks(
+    net: Supernet,
+    errors: torch.Tensor,
+    budget: Budget,
+    interval: int | None,
+    limits: Sequence[Constraint] = (),
+) -> dict[str, str]:
+    """The allocation that gives up the least predicted output error per unit of cost saved:
+    the export stage (`nas.export`) run on the scores -s_l * e_l(c) in place of the logits,
+    with `errors` from `measure_errors` and each layer's measured sensitivity s_l (a plain
+    sum where none reaches the output). A multiple-choice knapsack solved greedily from the
+    exact student; like every export, never over budget. The logits are left as they were."""
+    weights = torch.stack([m.sensitivity for m in net.mixed.values()]).clamp(min=0).double()
+    if not bool(weights.sum() > 0):
+        weights = torch.ones_like(weights)
+    saved = [m.logits.detach().clone() for m in net.mixed.values()]
+    try:
+        with torch.no_grad():
+            for row, (m, weight) in enumerate(zip(net.mixed.values(), weights, strict=True)):
+                score = -weight * torch.nan_to_num(errors[row, : len(m.names)], nan=1.0)
+                m.logits.copy_(score.to(m.logits.dtype))
+        return net.export(budget, interval, limits)
+    finally:
+        with torch.no_grad():
+            for m, logits in zip(net.mixed.values(), saved, strict=True):
+                m.logits.copy_(logits)
+
+
+def output_r(net: Supernet, picks: dict[str, str], batches: Sequence[Batch]) -> float:
+    """R of the delta model with `picks` on `batches`: 1 - sum|y - y_teacher|^2 over
+    sum|y_key - y_teacher|^2 (0: the key frame repeated, 1: the teacher; NaN: no change)."""
+    model = net.model
+    error = change = 0.0
+    net.fix(picks)
+    try:
+        with torch.no_grad():
+            for x_key, x_t, _ in batches:
+                model.clear()
+                y_key = model.key_frame(x_key)
+                y_teacher = model.teacher_frame(x_t)
+                y = model.delta_frame(x_t)
+                error += float((y - y_teacher).pow(2).sum())
+                change += float((y_key - y_teacher).pow(2).sum())
+    finally:
+        net.fix(None)
+        model.clear()
+    return 1 - error / change if change > 0 else float("nan")
+
+
 def predicted_error(net: Supernet) -> torch.Tensor:
     """The sensitivity-weighted mean of the layers' expected errors (module docstring),
     differentiable in the logits; a plain mean where no layer's change reaches the output."""

@@ -38,6 +38,9 @@ from nas.inner import (
     Supernet,
     build_supernet,
     check_budget,
+    knapsack_picks,
+    measure_errors,
+    output_r,
     run_search,
 )
 from nas.io import atomic_write_text
@@ -472,6 +475,31 @@ def check_latency_limit(
     return limit
 
 
+ALLOCATION_BATCHES = 8  # training batches to measure the knapsack's errors, and as many to judge
+
+
+def better_allocation(
+    net: Supernet, picks: dict[str, str], run: Prepared
+) -> tuple[dict[str, str], dict[str, float]]:
+    """The search's choice, or the knapsack's on the same blocks (`nas.inner.knapsack_picks`,
+    errors measured on training batches) where that recovers more of the output's change (R)
+    on other training batches; both within the budget. Returns the picks kept and the R of
+    each (docs/quality.md has what each is worth)."""
+    generator = torch.Generator().manual_seed(run.options.seed + 11)
+    batches = [run.next_batch(generator) for _ in range(2 * ALLOCATION_BATCHES)]
+    errors = measure_errors(net, batches[:ALLOCATION_BATCHES])
+    other = knapsack_picks(net, errors, run.budget, run.options.interval, run.limits)
+    judged = batches[ALLOCATION_BATCHES:]
+    r_search = output_r(net, picks, judged)
+    r_knapsack = r_search if other == picks else output_r(net, other, judged)
+    knapsack = r_knapsack > r_search
+    return other if knapsack else picks, {
+        "allocation_r_search": r_search,
+        "allocation_r_knapsack": r_knapsack,
+        "allocation_knapsack": float(knapsack),
+    }
+
+
 def search(
     options: SearchOptions,
     *,
@@ -512,6 +540,9 @@ def search(
         writer.close()
     picks = outcome.picks
     metrics = {"search_seconds": time.perf_counter() - started}
+    if options.interval is not None:
+        picks, chosen = better_allocation(net, picks, run)
+        metrics |= chosen
     if run.budget.kind is CostKind.LATENCY or run.limit is not None:
         picks, measured = fit_measured_latency(
             net,

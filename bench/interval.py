@@ -1,0 +1,100 @@
+"""Which key-frame interval, at one amortised budget? The screen's answer beside the real one.
+
+For one teacher, frame size and budget:
+
+1. the screen (`nas.interval`, what `--keyframe-interval auto` runs): every interval the budget
+   allows, measured on an untrained allocation; its line is printed as `nas search` prints it;
+2. for each interval of `--intervals`, the real thing: `nas search` at that K, the searched
+   student calibrated on its own inputs (`nas.train.calibrate_student`), scored on the
+   held-out frames of every built-in clip by `nas.compare`, beside the key frame repeated at
+   the same cost. Every column's R is against one denominator, the key frame repeated every
+   `--reference` frames, so the rows compare directly across intervals (R of a student at K
+   is then not its R against its own K).
+
+Each interval's search and calibration are kept in `--out` and skipped when found:
+
+    python bench/interval.py --teacher u2netp --input-size 192x256 --intervals 3,4,6
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from nas.baselines import repeat_interval
+from nas.compare import Repeated, Student, compare
+from nas.data import videos_or_default
+from nas.hpo import Objective, StudyOptions
+from nas.pipeline import SearchOptions, prepare, search
+from nas.spec import load_spec
+from nas.student import build_student, load_student_weights
+from nas.train import calibrate_student, save_weights
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default="u2netp")
+    parser.add_argument("--input-size", default="192x256")
+    parser.add_argument("--budget", default="50%")
+    parser.add_argument("--intervals", default="3,4,6")
+    parser.add_argument("--reference", type=int, default=3, help="K of R's denominator")
+    parser.add_argument("--steps", type=int, default=60, help="search steps")
+    parser.add_argument("--max-frames", type=int, default=150)
+    parser.add_argument("--out", default="results/bench-interval")
+    args = parser.parse_args()
+    pct = args.budget.rstrip("%")
+    out = Path(args.out) / f"{args.teacher}-{args.input_size}-{pct}pct"
+    base = SearchOptions(
+        teacher=args.teacher,
+        budget=args.budget,
+        input_size=args.input_size,
+        max_frames=args.max_frames,
+        steps=args.steps,
+    )
+    began = time.perf_counter()
+    objective = Objective(StudyOptions(search=base, keyframe_interval_auto=True))
+    screen = objective.screen()
+    print(
+        f"{args.teacher} at {args.input_size}, budget {args.budget}, "
+        f"{torch.get_num_threads()} threads; screen in {time.perf_counter() - began:.0f} s"
+    )
+    print(screen.summary(), flush=True)
+    columns, reference = [], None
+    for k in (int(v) for v in args.intervals.split(",")):
+        folder = out / f"k{k}"
+        options = base.model_copy(update={"keyframe_interval": k, "out": str(folder / "search")})
+        run = prepare(options)
+        reference = reference or run
+        if not (folder / "search" / "spec.json").is_file():
+            search(options, prepared=run)
+        spec = load_spec(folder / "search" / "spec.json")
+        calibrated = folder / "calibrated.pt"
+        if not calibrated.is_file():
+            model = build_student(spec, run.teacher, stats=run.stats)
+            calibrate_student(model, run.next_batch)
+            save_weights(calibrated, model)
+        model = load_student_weights(build_student(spec, run.teacher, stats=run.stats), calibrated)
+        columns.append(Student(f"K={k}, searched + calibrated", model.eval(), k))
+        cost = spec.totals.amortised_macs
+    k_repeat = repeat_interval(spec.totals.teacher_macs, cost)
+    columns.insert(0, Repeated(k_repeat))
+    print(
+        f"R on the held-out frames of each clip, against the key frame repeated every "
+        f"{args.reference}:"
+    )
+    print("| clip | " + " | ".join(c.name for c in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    clips = videos_or_default(None, reference.teacher.output_kind)
+    for name, frames in zip(clips, reference.val.span_frames(), strict=False):
+        table = compare(
+            reference.teacher, columns, [frames], interval=args.reference, device=reference.device
+        )
+        row = " | ".join(f"{table[c.name]['r']:.3f}" for c in columns)
+        print(f"| {name} | {row} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
