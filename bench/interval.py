@@ -5,7 +5,8 @@ For one teacher, frame size and budget:
 1. the screen (`nas.interval`, what `--keyframe-interval auto` runs): every interval the budget
    allows, measured on an untrained allocation; its line is printed as `nas search` prints it;
 2. for each interval of `--intervals`, the real thing: `nas search` at that K, the searched
-   student calibrated on its own inputs (`nas.train.calibrate_student`), scored on the
+   student calibrated on its own inputs (`nas.train.calibrate_student`), and the screen's own
+   allocation at that K (untrained, data-aware start), scored on the
    held-out frames of every built-in clip by `nas.compare`, beside the key frame repeated at
    the same cost. Every column's R is against one denominator, the key frame repeated every
    `--reference` frames, so the rows compare directly across intervals (R of a student at K
@@ -76,8 +77,14 @@ def main() -> None:
             model = build_student(spec, run.teacher, stats=run.stats)
             calibrate_student(model, run.next_batch)
             save_weights(calibrated, model)
+        searched = build_student(spec, run.teacher, stats=run.stats).eval()
+        columns.append(Student(f"K={k}, searched", searched, k))
         model = load_student_weights(build_student(spec, run.teacher, stats=run.stats), calibrated)
         columns.append(Student(f"K={k}, searched + calibrated", model.eval(), k))
+        if k in screen.allocations:  # the screen's own allocation at K, untrained
+            net = run.supernet()
+            net.fix(screen.allocations[k])
+            columns.append(Student(f"K={k}, screen's knapsack", net.model.eval(), k))
         cost = spec.totals.amortised_macs
     k_repeat = repeat_interval(spec.totals.teacher_macs, cost)
     columns.insert(0, Repeated(k_repeat))

@@ -37,6 +37,7 @@ import torch
 
 from nas.compare import BASELINES, Student, baseline_columns, compare
 from nas.data import videos_or_default
+from nas.hpo import Objective, StudyOptions
 from nas.io import atomic_write_text
 from nas.pipeline import SearchOptions, prepare, search
 from nas.spec import load_spec
@@ -61,21 +62,27 @@ def _timed(folder: Path, name: str, work) -> float:
 def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
     """Every row of one teacher at one cost, one row per clip and column."""
     delta = args.mode == "delta"
-    interval = args.k if delta else None
-    how = f"k{args.k}" if delta else args.mode
-    folder = Path(args.out) / f"{teacher}-{size}-{round(fraction * 100)}pct-{how}"
-    folder.mkdir(parents=True, exist_ok=True)
     options = SearchOptions(
         teacher=teacher,
         budget=f"{fraction * 100:.6g}%",
         input_size=size,
         mode=args.mode,
         input_scale=args.input_scale if args.mode == "resolution" else 1.0,
-        keyframe_interval=args.k,
         max_frames=args.max_frames,
         steps=args.steps,
         seed=args.seed,
-        out=str(folder / "search"),
+    )
+    k = args.k
+    if delta and k == "auto":  # as `nas search` chooses it (`nas.interval`)
+        screen = Objective(StudyOptions(search=options, keyframe_interval_auto=True)).screen()
+        print(f"[{teacher} {size} {fraction:.3g}] {screen.summary()}", flush=True)
+        k = screen.chosen
+    interval = int(k) if delta else None
+    how = f"k{interval}" if delta else args.mode
+    folder = Path(args.out) / f"{teacher}-{size}-{round(fraction * 100)}pct-{how}"
+    folder.mkdir(parents=True, exist_ok=True)
+    options = options.model_copy(
+        update={"keyframe_interval": interval or 3, "out": str(folder / "search")}
     )
     run = prepare(options)
     if not (folder / "search" / "spec.json").is_file():
@@ -157,7 +164,7 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
     minutes = {"search": search_minutes, "calibrate": calibrate_minutes, "train": train_minutes}
     print(
         f"\n{teacher} at {size}, {fraction:.3g} of the teacher's amortised multiply-adds "
-        f"({cost / 1e9:.3f} GMACs), {f'K={args.k}' if delta else args.mode + ' mode'}; "
+        f"({cost / 1e9:.3f} GMACs), {f'K={interval}' if delta else args.mode + ' mode'}; "
         f"CPU minutes {minutes}"
     )
     print(f"{'clip':18} {'column':42} {'R':>7} {'agree':>7} {'TC':>7}")
@@ -171,7 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teachers", default=TEACHERS, help="name:HxW, comma-separated")
     parser.add_argument("--fractions", default="0.5,0.333333")
-    parser.add_argument("-k", type=int, default=3)
+    parser.add_argument("-k", default="auto", help="key-frame interval, or auto (delta mode)")
     parser.add_argument("--mode", default="delta", choices=["delta", "perframe", "resolution"])
     parser.add_argument("--input-scale", type=float, default=0.75, help="resolution mode")
     parser.add_argument("--steps", type=int, default=150, help="search steps")

@@ -18,8 +18,9 @@ wins depends on the teacher and the video, so it is measured, cheaply, before th
    after it; err_K(d) is the mean squared error against the teacher. Amortised over the K
    frames (key frames are exact): E(K) = sum_{d<K} err_K(d) / K.
 
-The interval with the least E(K) is chosen. Beside it, the cheap answer at the same cost: the
-key frame repeated every K' frames (`nas.baselines.repeat_interval`) scores
+The interval with the least E(K) is chosen, among those whose allocation predicts some change
+(one of `zero`s alone is the key frame repeated, not a student). Beside it, the cheap answer at
+the same cost: the key frame repeated every K' frames (`nas.baselines.repeat_interval`) scores
 sum_{d<K'} D(d) / K', where D(d) is the teacher's own change over d frames.
 
 Every frame is measured, nothing is trained: the screen costs a few dozen forward passes, so a
@@ -45,6 +46,7 @@ from nas.inner import (
     measure_errors,
     measure_sensitivity,
 )
+from nas.liveness import NO_CHANGE
 from nas.supernet import amortised
 
 INTERVALS = range(2, 9)  # the intervals an `auto` search weighs (the study's range too)
@@ -184,4 +186,8 @@ def screen_intervals(
     k_repeat = repeat_interval(net.table.keyframe, budget.value)
     change = [float((y - y_teacher[0]).pow(2).mean()) for y in y_teacher]
     repeat = sum(change[:k_repeat]) / k_repeat
-    return IntervalScreen(found, min(found, key=found.get), k_repeat, repeat, allocations)
+    # An allocation of `zero`s alone is the key frame repeated, not a student: chosen only if
+    # nothing else fits.
+    students = [k for k in found if any(v != NO_CHANGE for v in allocations[k].values())]
+    chosen = min(students or found, key=found.get)
+    return IntervalScreen(found, chosen, k_repeat, repeat, allocations)
