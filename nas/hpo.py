@@ -2,7 +2,9 @@
 
 Each trial samples the learning rates of the blocks and of the architecture logits, the
 temperature schedule, the constraint's step size and the search-space preset (and the key-frame
-interval and input scale where they are `auto`), runs the inner search (`nas.pipeline.search`),
+interval and input scale where they are `auto`; with an `auto` interval a new study first
+measures every interval the budget allows, `nas.interval`, and its first trial runs the one
+chosen), runs the inner search (`nas.pipeline.search`),
 retrains the exported student briefly and measures its agreement with the teacher on held-out
 frames. Objectives: agreement (up) and amortised GFLOPs (down), plus measured amortised latency
 (down) under a latency budget. The budget is the trial's constraint (`trial.set_constraint`), so
