@@ -31,8 +31,8 @@ from nas.data import videos_or_default
 from nas.hpo import Objective, StudyOptions
 from nas.pipeline import SearchOptions, prepare, search
 from nas.spec import load_spec
-from nas.student import build_student, load_student_weights
-from nas.train import calibrate_student, save_weights
+from nas.student import build_student
+from nas.train import calibrated_once
 
 
 def main() -> None:
@@ -72,14 +72,10 @@ def main() -> None:
         if not (folder / "search" / "spec.json").is_file():
             search(options, prepared=run)
         spec = load_spec(folder / "search" / "spec.json")
-        calibrated = folder / "calibrated.pt"
-        if not calibrated.is_file():
-            model = build_student(spec, run.teacher, stats=run.stats)
-            calibrate_student(model, run.next_batch)
-            save_weights(calibrated, model)
         searched = build_student(spec, run.teacher, stats=run.stats).eval()
         columns.append(Student(f"K={k}, searched", searched, k))
-        model = load_student_weights(build_student(spec, run.teacher, stats=run.stats), calibrated)
+        model = build_student(spec, run.teacher, stats=run.stats)
+        model = calibrated_once(model, run.next_batch, folder / "calibrated.pt")
         columns.append(Student(f"K={k}, searched + calibrated", model.eval(), k))
         if k in screen.allocations:  # the screen's own allocation at K, untrained
             net = run.supernet()

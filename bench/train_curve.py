@@ -23,7 +23,7 @@ from nas.distill import LossWeights
 from nas.pipeline import SearchOptions, prepare, search
 from nas.spec import load_spec
 from nas.student import build_student, load_student_weights
-from nas.train import TrainConfig, calibrate_student, held_out_r, save_weights, train_student
+from nas.train import TrainConfig, calibrated_once, held_out_r, train_student
 
 
 def main() -> None:
@@ -55,10 +55,7 @@ def main() -> None:
         search(options, prepared=run)
     spec = load_spec(out / "search" / "spec.json")
     start = out / "calibrated.pt"
-    if not start.is_file():
-        model = build_student(spec, run.teacher, stats=run.stats)
-        calibrate_student(model, run.next_batch)
-        save_weights(start, model)
+    calibrated_once(build_student(spec, run.teacher, stats=run.stats), run.next_batch, start)
     validate = held_out_r(run.teacher, run.val, spec, device=run.device)
     print(
         f"{args.teacher} at {args.input_size}, budget {args.budget}, K={args.k}, "

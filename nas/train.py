@@ -32,6 +32,7 @@ from nas.holdout import held_out_agreement
 from nas.io import atomic_write_bytes
 from nas.refit import RefitReport, refit_student
 from nas.spec import Spec
+from nas.student import load_student_weights
 from nas.supernet import DeltaModel
 from nas.teachers.base import Teacher
 
@@ -93,6 +94,16 @@ def calibrate_student(
     `batches` training batches drawn apart from the training's own draws."""
     generator = torch.Generator().manual_seed(seed + 7)
     return refit_student(student, [next_batch(generator) for _ in range(batches)], seed=seed)
+
+
+def calibrated_once(student: DeltaModel, next_batch: Callable, path: Path) -> DeltaModel:
+    """`student` calibrated (`calibrate_student`) and its weights written to `path`, or, where
+    `path` exists already, read back from it: a benchmark that stops resumes after this stage."""
+    if path.is_file():
+        return load_student_weights(student, path)
+    calibrate_student(student, next_batch)
+    save_weights(path, student)
+    return student
 
 
 def held_out_r(

@@ -192,3 +192,19 @@ def test_a_refit_that_does_not_generalise_is_not_kept(run):
                 assert torch.equal(rest[k], v), k
     assert kept_somewhere  # the case this test is about happened
     assert refitted_somewhere
+
+
+def test_calibrated_once_writes_then_reads_back(run, tmp_path, monkeypatch):
+    import nas.train
+
+    path = tmp_path / "calibrated.pt"
+    first = nas.train.calibrated_once(
+        build_student(rank_two_spec(run), run.teacher, stats=run.stats), run.next_batch, path
+    )
+    assert path.is_file()
+    monkeypatch.setattr(nas.train, "calibrate_student", lambda *a, **k: pytest.fail("again"))
+    again = nas.train.calibrated_once(
+        build_student(rank_two_spec(run), run.teacher, stats=run.stats), run.next_batch, path
+    )
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
