@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -492,12 +493,10 @@ def better_allocation(
     judged = batches[ALLOCATION_BATCHES:]
     r_search = output_r(net, picks, judged)
     r_knapsack = r_search if other == picks else output_r(net, other, judged)
-    knapsack = r_knapsack > r_search
-    return other if knapsack else picks, {
-        "allocation_r_search": r_search,
-        "allocation_r_knapsack": r_knapsack,
-        "allocation_knapsack": float(knapsack),
-    }
+    knapsack = r_knapsack > r_search  # False where R is undefined (frames that never change)
+    found = {"allocation_r_search": r_search, "allocation_r_knapsack": r_knapsack}
+    found = {k: v for k, v in found.items() if math.isfinite(v)}  # a spec holds numbers only
+    return other if knapsack else picks, found | {"allocation_knapsack": float(knapsack)}
 
 
 def search(
