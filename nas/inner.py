@@ -189,6 +189,10 @@ class Supernet:
             )
         return result
 
+    def dearest(self) -> dict[str, str]:
+        """Every layer's dearest candidate (`full`: the teacher's conv, exact)."""
+        return {path: m.names[int(torch.argmax(m.costs))] for path, m in self.mixed.items()}
+
     def fix(self, picks: dict[str, str] | None) -> None:
         """Run every layer's named candidate (None: sample / most probable again)."""
         for path, m in self.mixed.items():
@@ -271,12 +275,21 @@ def _trainable(net: Supernet) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     return weights, arch
 
 
-def measure_all_candidates(net: Supernet) -> None:
-    """Every candidate's layer error on the current frames (once, to seed the estimates)."""
+def candidate_errors(net: Supernet) -> list[list[float]]:
+    """Per layer, every candidate's layer error on the frames the model holds now
+    (`nas.distill.relative_error`)."""
+    found = []
     for layer, m in zip(net.layers, net.mixed.values(), strict=True):
         conv = net.model.net.get_submodule(layer.path)
-        for index, block in enumerate(m.blocks):
-            m.record_error(index, float(relative_error(block, conv)))
+        found.append([float(relative_error(block, conv)) for block in m.blocks])
+    return found
+
+
+def measure_all_candidates(net: Supernet) -> None:
+    """Every candidate's layer error on the current frames (once, to seed the estimates)."""
+    for m, errors in zip(net.mixed.values(), candidate_errors(net), strict=True):
+        for index, error in enumerate(errors):
+            m.record_error(index, error)
 
 
 def measure_sensitivity(net: Supernet, batch: Batch) -> dict[str, float]:
@@ -293,7 +306,7 @@ def measure_sensitivity(net: Supernet, batch: Batch) -> dict[str, float]:
     x_key, x_t = batch[0][:1], batch[1][:1]
     model = net.model
     sampled = [m.last_choice for m in net.mixed.values()]  # this step's draw, kept
-    net.fix({path: m.names[int(torch.argmax(m.costs))] for path, m in net.mixed.items()})
+    net.fix(net.dearest())
 
     def no_change(conv, args, out):
         if conv.phase is not Phase.DELTA:
@@ -331,7 +344,7 @@ def measure_errors(net: Supernet, batches: Sequence[Batch]) -> torch.Tensor:
     model = net.model
     widest = max(len(m.names) for m in net.mixed.values())
     total = torch.zeros(len(net.mixed), widest, dtype=torch.float64)
-    net.fix({p: m.names[int(torch.argmax(m.costs))] for p, m in net.mixed.items()})
+    net.fix(net.dearest())
     try:
         with torch.no_grad():
             for x_key, x_t, _ in batches:
@@ -339,10 +352,8 @@ def measure_errors(net: Supernet, batches: Sequence[Batch]) -> torch.Tensor:
                 model.key_frame(x_key)
                 model.teacher_frame(x_t)
                 model.delta_frame(x_t)
-                for row, (layer, m) in enumerate(zip(net.layers, net.mixed.values(), strict=True)):
-                    conv = model.net.get_submodule(layer.path)
-                    for index, block in enumerate(m.blocks):
-                        total[row, index] += float(relative_error(block, conv))
+                for row, errors in enumerate(candidate_errors(net)):
+                    total[row, : len(errors)] += torch.tensor(errors, dtype=total.dtype)
     finally:
         net.fix(None)
         model.clear()
