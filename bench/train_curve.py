@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--lrs", default="1e-4,1e-3")
     parser.add_argument("--layer-weight", type=float, default=1.0, help="of the layer terms")
+    parser.add_argument(
+        "--per-batch", action="store_true", help="normalise each batch by its own change"
+    )
     parser.add_argument("--max-frames", type=int, default=150)
     parser.add_argument("--out", default="results/bench-train-curve")
     args = parser.parse_args()
@@ -64,11 +67,13 @@ def main() -> None:
     for lr in (float(v) for v in args.lrs.split(",")):
         model = load_student_weights(build_student(spec, run.teacher, stats=run.stats), start)
         print(
-            f"lr {lr:g}, layer weight {args.layer_weight:g}: step 0 (calibrated): R "
+            f"lr {lr:g}, layer weight {args.layer_weight:g}, "
+            f"{'per-batch' if args.per_batch else 'pooled'} loss: step 0 (calibrated): R "
             f"{validate(model):.3f}",
             flush=True,
         )
-        folder = out / f"train-lr{lr:g}-layer{args.layer_weight:g}"
+        how = "batch" if args.per_batch else "pooled"
+        folder = out / f"train-lr{lr:g}-layer{args.layer_weight:g}-{how}"
         curve(model, run, lr, validate, folder, args)
 
 
@@ -103,6 +108,7 @@ def curve(model, run, lr: float, validate, folder: Path, args) -> None:
             lr=lr,
             checkpoint_every=args.every,
             weights=LossWeights(layer=args.layer_weight),
+            pooled=not args.per_batch,
         ),
         on_step=show,
         validate=measure,

@@ -31,8 +31,10 @@ def change_energy(target: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     return (target - key).pow(2).mean() + FLOOR * target.pow(2).mean() + 1e-12
 
 
-def layer_errors(model: DeltaModel) -> torch.Tensor:
-    """Per layer, ||pred - true||^2 / ||true - key||^2 (after a delta frame): one value a layer.
+def layer_errors(model: DeltaModel, scales: tuple[float, ...] | None = None) -> torch.Tensor:
+    """Per layer, ||pred - true||^2 / ||true - key||^2 (after a delta frame): one value a layer;
+    with `scales`, divided by each layer's change energy measured over many batches instead
+    (`LossScales`).
 
     Each layer's prediction here is made from the teacher's own input on frame t (teacher
     forcing), so every layer is judged on what it does itself: a layer upstream that predicts no
@@ -40,10 +42,11 @@ def layer_errors(model: DeltaModel) -> torch.Tensor:
     layer are what the output loss sees.
     """
     terms = []
-    for _, conv in model.delta_convs():
+    for i, (_, conv) in enumerate(model.delta_convs()):
         forced = resize(conv.forced, conv.target.shape[-2:])  # resolution mode: to full size
         error = (forced - conv.target).pow(2).mean()
-        terms.append(error / change_energy(conv.target, conv.z_key))
+        energy = change_energy(conv.target, conv.z_key) if scales is None else scales[i]
+        terms.append(error / energy)
     return torch.stack(terms)
 
 
@@ -57,14 +60,47 @@ def relative_error(block: torch.nn.Module, conv) -> torch.Tensor:
 
 
 def output_loss(
-    student: torch.Tensor, teacher: torch.Tensor, teacher_key: torch.Tensor
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    teacher_key: torch.Tensor,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """The output's squared error against the teacher's on frame t, divided by the energy of the
     teacher's output change since the key frame: like every layer term, reusing the key frame's
     prediction scores 1, so the output weighs as much as a layer however the teacher scales it.
     """
     error = (student - teacher).pow(2).mean()
-    return error / change_energy(teacher, teacher_key)
+    return error / (change_energy(teacher, teacher_key) if scale is None else scale)
+
+
+@dataclass(frozen=True)
+class LossScales:
+    """The mean change energy of the output and of every layer, over many batches.
+
+    Dividing a batch's error by its own change energy weighs every batch alike: a pair that
+    barely changes, whose relative error is large whatever the student does, then steers the
+    gradient as much as one that moves. R, the score the student is judged by, is a ratio of
+    sums over all frames; dividing every batch by the same constant makes the loss its
+    numerator, so the gradient serves R.
+    """
+
+    output: float
+    layers: tuple[float, ...]
+
+
+def measure_scales(model: DeltaModel, batches) -> LossScales:
+    """`LossScales` from the teacher alone on `batches` (key frame, frame t), delta mode."""
+    outputs, layers = [], []
+    with torch.no_grad():
+        for x_key, x_t, _ in batches:
+            y_key = model.key_frame(x_key)
+            y = model.teacher_frame(x_t)
+            outputs.append((y - y_key).pow(2).mean())
+            layers.append([(c.target - c.z_key).pow(2).mean() for _, c in model.delta_convs()])
+    model.clear()
+    output = torch.stack(outputs).mean()
+    per_layer = torch.tensor(layers).mean(dim=0) if layers[0] else torch.zeros(0)
+    return LossScales(float(output) + 1e-12, tuple(float(v) + 1e-12 for v in per_layer))
 
 
 @dataclass(frozen=True)
@@ -79,8 +115,10 @@ def delta_losses(
     batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
     kind: OutputKind,
     weights: LossWeights,
+    scales: LossScales | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One delta-distillation forward on a clip batch: the weighted loss and its parts.
+    """One delta-distillation forward on a clip batch: the weighted loss and its parts (each
+    term divided by the batch's own change energy, or by `scales`).
 
     The teacher runs on the key frames (filling the caches) and on frames t (the targets), then
     the delta model on frames t.
@@ -89,11 +127,11 @@ def delta_losses(
     y_key = model.key_frame(x_key)
     y_teacher = model.teacher_frame(x_t)
     y = model.delta_frame(x_t)
-    errors = layer_errors(model)
+    errors = layer_errors(model, None if scales is None else scales.layers)
     parts = {
         "layer_errors": errors,
         "layer_loss": errors.mean(),
-        "output_loss": output_loss(y, y_teacher, y_key),
+        "output_loss": output_loss(y, y_teacher, y_key, None if scales is None else scales.output),
         "task_loss": task_loss(y, labels, kind) if labels is not None else y.new_zeros(()),
     }
     loss = (
@@ -160,11 +198,12 @@ def student_losses(
     *,
     tc_weight: float = 0.0,
     blockwise: bool = False,
+    scales: LossScales | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of `model`'s mode: delta distillation, or the per-frame modes' (layer terms
     alone while `blockwise`, then end to end with temporal consistency)."""
     if not model.per_frame:
-        return delta_losses(model, batch, teacher.output_kind, weights)
+        return delta_losses(model, batch, teacher.output_kind, weights, scales)
     if blockwise:
         weights, tc_weight = LossWeights(weights.layer, 0.0, 0.0), 0.0
     return frame_losses(

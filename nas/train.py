@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from nas.data import VideoClips
-from nas.distill import LossWeights, student_losses
+from nas.distill import LossWeights, measure_scales, student_losses
 from nas.errors import NasError
 from nas.holdout import held_out_agreement
 from nas.io import atomic_write_bytes
@@ -56,6 +56,9 @@ class TrainConfig:
     weights: LossWeights = field(default_factory=LossWeights)
     tc_weight: float = 0.0  # temporal consistency (per-frame modes)
     blockwise_fraction: float = 0.5  # per-frame modes: the share of steps with layer terms only
+    # Delta mode: divide every batch's errors by change energies measured once over
+    # `SCALE_BATCHES` batches (`nas.distill.LossScales`), not by the batch's own.
+    pooled: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 CALIBRATION_BATCHES = 16  # training batches the closed-form calibration reads
+SCALE_BATCHES = 16  # training batches the pooled loss scales are measured on
 VALIDATION_FRAMES = 30  # frames of each held-out sequence that the validation R reads
 
 
@@ -175,6 +179,10 @@ def train_student(
     if not params:
         raise NasError("the student has nothing to train: every layer of the spec is zero")
     optimiser = torch.optim.Adam(params, lr=config.lr)
+    scales = None
+    if config.pooled and not student.per_frame:  # drawn apart from the training's own draws
+        draw = torch.Generator().manual_seed(config.seed + 11)
+        scales = measure_scales(student, [next_batch(draw) for _ in range(SCALE_BATCHES)])
     generator = torch.Generator().manual_seed(config.seed)
     start = 0
     checkpoint = out / CHECKPOINT
@@ -200,6 +208,7 @@ def train_student(
             config.weights,
             tc_weight=config.tc_weight,
             blockwise=step < config.blockwise_fraction * config.steps,
+            scales=scales,
         )
         if not torch.isfinite(loss):
             raise NasError(
