@@ -58,6 +58,15 @@ layer runs a block can gain on this machine, to set against the speed-up the tar
 With `--closed-branches` each is also timed with every residual branch closed by a `zero`:
 the change then reaches the output along the identities alone, and fewer layers run.
 
+`--forms` prints instead one table of each spec's student as it ships (built from the spec, run
+by `DeltaRunner` in the device's layout, as `nas eval` runs it), timed side by side with the
+teacher in interleaved rounds on real frames of each built-in clip, with a delta frame in each
+form: the recurrence z_k + g(a - a_k) as trained, and the linear form c_k + g(a) (c_k = z_k -
+g(a_k) kept from the key frame: no subtraction pass, one block call more on the key frame, whose
+multiply-adds its ratio counts):
+
+    python bench/runner_speed.py --forms --teacher u2netp --size 320x320 --spec SPEC.json
+
 `--keep DIR` writes each searched spec to DIR (or reads it from there when a previous run left
 it), so the timings can be rerun without searching again.
 """
@@ -86,7 +95,7 @@ from nas.pipeline import SearchOptions, make_spec, prepare, search
 from nas.runner import DeltaRunner
 from nas.sizes import parse_size
 from nas.spec import Spec, load_spec, save_spec
-from nas.speedup import SPEED_TARGET
+from nas.speedup import SPEED_TARGET, time_student, timing_frames
 from nas.student import build_student, idle_layers_of, teacher_for
 from nas.supernet import amortised
 from nas.tables import block_latencies, macs_table
@@ -378,6 +387,65 @@ def label_of(spec: Spec) -> str:
     return f"{spec.budget.text}{f' <={limit}' if limit else ''} K={interval}"
 
 
+FORMS = {"recurrence": False, "linear": True}  # a delta frame's form (`nas.supernet.DeltaConv`)
+CLIPS = ("sample:carphone", "sample:bikes", "sample:bigbuckbunny")
+
+
+def key_extra_macs(spec: Spec, idle: set[str]) -> int:
+    """Multiply-adds the linear form adds to a key frame: c_k = z_k - g(a_k), one block call on
+    every layer that runs a block other than the conv itself on delta frames."""
+    return sum(
+        layer.macs
+        for layer in spec.layers
+        if layer.candidate not in ("full", NO_CHANGE) and layer.path not in idle
+    )
+
+
+def forms_table(specs: list[Spec], device: torch.device, threads: int, rounds: int) -> None:
+    """Each spec's student as it ships (`nas.build_student`, run by `DeltaRunner` in the
+    device's layout), a delta frame in each form, timed side by side with the teacher's module
+    (`nas.speedup.time_student`, interleaved rounds) on four key-frame intervals of real frames
+    of each built-in clip: the amortised speed-up beside the multiply-add ratio (for the linear
+    form with the key frame's extra block calls counted)."""
+    channels_last = layout_for(device)
+    print(
+        f"\nAs it ships, on real frames ({'NHWC' if channels_last else 'NCHW'}; ms per frame; "
+        "teacher and student in interleaved rounds):"
+    )
+    print(
+        f"{'spec':30} {'clip':20} {'form':10} {'teacher':>8} {'key':>7} {'delta':>7} "
+        f"{'amortised':>9} {'speed-up':>8} {'MAC ratio':>9} {'share':>6}"
+    )
+    for spec in specs:
+        teacher = teacher_for(spec, device=str(device))
+        student = build_student(spec, teacher).to(device)
+        interval = spec.keyframe_interval
+        extra = key_extra_macs(spec, idle_layers_of(spec, student))
+        normalize = teacher.input_spec.normalize
+        for clip in CLIPS:
+            stack = load_frames(open_video(clip, max_frames=4 * interval), size=spec.input_size)
+            frames = timing_frames((normalize(x[None]) for x in stack.frames), interval, 4)
+            for form, linear in FORMS.items():
+                for _, conv in student.delta_convs():
+                    conv.linear = linear
+                t = time_student(
+                    student, teacher, frames, interval, device=device, threads=threads,
+                    channels_last=channels_last, rounds=rounds,
+                )  # fmt: skip
+                key_macs = spec.totals.teacher_macs + (extra if linear else 0)
+                ratio = spec.totals.teacher_macs / amortised(
+                    key_macs, spec.totals.delta_frame_macs, interval
+                )
+                ms = amortised(t["keyframe_s"], t["delta_frame_s"], interval) * 1e3
+                speedup = t["teacher_s"] * 1e3 / ms
+                print(
+                    f"{label_of(spec):30} {clip:20} {form:10} {t['teacher_s'] * 1e3:8.1f} "
+                    f"{t['keyframe_s'] * 1e3:7.1f} {t['delta_frame_s'] * 1e3:7.1f} {ms:9.1f} "
+                    f"{speedup:8.2f} {ratio:9.2f} {100 * speedup / ratio:5.0f}%",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -407,6 +475,10 @@ def main() -> None:
         "--budgets", default="5GFLOPs:3,third:6",
         help="budget:interval pairs; a budget is a FLOPs figure, or half / third of the teacher",
     )  # fmt: skip
+    parser.add_argument(
+        "--forms", action="store_true",
+        help="only the table of the student as it ships, each delta-frame form, on real frames",
+    )  # fmt: skip
     args = parser.parse_args()
     size = parse_size(args.size)
     budgets = [
@@ -434,7 +506,7 @@ def main() -> None:
     specs = [load_spec(path) for path in args.spec] or [
         search_for(budget, interval, limited)
         for budget, interval in budgets
-        for limited in (False, True)
+        for limited in ((False,) if args.forms else (False, True))
     ]
 
     def closed_ones(found: list[Spec]) -> list[Spec]:
@@ -455,6 +527,9 @@ def main() -> None:
     if args.cheapest:
         specs += [cheapest(args.teacher, size, interval, args.device) for _, interval in budgets]
     specs += fastest + closed_ones(fastest)
+    if args.forms:
+        forms_table([s for s in specs if not isinstance(s, str)], device, threads, args.rounds)
+        return
     for spec in specs:
         if isinstance(spec, str):
             print(f"no spec: {spec}")

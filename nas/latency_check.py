@@ -1,65 +1,59 @@
-"""A latency budget checked end to end: the exported delta model timed, the table corrected.
+"""A latency budget checked end to end: the exported student timed, the table corrected.
 
-The per-candidate table predicts a delta frame's time from its blocks; the real model also pays
-for the recurrence's elementwise work and whatever runs outside the blocks. The measured gap is
-moved into the table's fixed part and the choice repaired again, until the measured amortised
-latency meets the budget.
+The per-candidate table predicts a delta frame's time from its blocks; the student as it ships
+(built from the spec, run by `DeltaRunner` on real frames) also pays for the recurrence's
+elementwise work and whatever runs outside the blocks. The measured gap is moved into the
+table's fixed part and the choice repaired again, until the measured amortised latency meets
+the budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
 import torch
 
 from nas.budget import Budget
 from nas.errors import NasError
 from nas.inner import CostTable, Supernet
-from nas.latency import measure
-from nas.layout import in_layout
-from nas.replay import replay_for
-from nas.supernet import amortised
+from nas.speedup import time_student
+from nas.supernet import DeltaModel, amortised
 
 
 def measure_delta_latency(
-    net: Supernet,
+    build: Callable[[dict[str, str]], DeltaModel],
     picks: dict[str, str],
-    size,
+    frames: Sequence[torch.Tensor],
+    interval: int | None,
     *,
     device: torch.device,
     threads: int,
     channels_last: bool = False,
 ) -> tuple[float, float]:
-    """Measured seconds of a key frame and of a delta frame of the delta model with `picks`,
-    which skips what its `zero`s leave unchanged (`nas.replay`), as the built student does;
-    `channels_last`: in that layout (the model is put back in NCHW after)."""
-    generator = torch.Generator().manual_seed(0)
-    x_key = torch.randn(1, 3, *size, generator=generator)
-    x_t = (x_key + 0.1 * torch.randn(1, 3, *size, generator=generator)).to(device)
-    x_key = x_key.to(device)
-    if channels_last:
-        x_key, x_t = (in_layout(x, channels_last) for x in (x_key, x_t))
-        net.model.to(memory_format=torch.channels_last)
-    net.fix(picks)
-    net.model.eval()
-    net.model.use_replay(replay_for(net.model, net.wiring, picks))
-    try:
-        key = measure(lambda: net.model.key_frame(x_key), device=device, threads=threads).median
-        delta = measure(lambda: net.model.delta_frame(x_t), device=device, threads=threads).median
-    finally:
-        net.fix(None)
-        net.model.use_replay(None)
-        if channels_last:
-            net.model.to(memory_format=torch.contiguous_format)
-    return key, delta
+    """Measured seconds of a key frame and of a delta frame of the student with `picks`, as it
+    ships: `build(picks)` (`nas.build_student` of their spec), run by `DeltaRunner` over the
+    real `frames` (`nas.speedup.time_student`)."""
+    student = build(picks).to(device)
+    times = time_student(
+        student,
+        None,
+        frames,
+        interval,
+        device=device,
+        threads=threads,
+        channels_last=channels_last,
+    )
+    return times["keyframe_s"], times["delta_frame_s"]
 
 
 def fit_measured_latency(
     net: Supernet,
+    build: Callable[[dict[str, str]], DeltaModel],
     picks: dict[str, str],
     budget: Budget,
-    interval: int,
-    size,
+    interval: int | None,
+    frames: Sequence[torch.Tensor],
     *,
     device: torch.device,
     threads: int,
@@ -84,7 +78,13 @@ def fit_measured_latency(
     best = float("inf")
     for attempt in range(1, rounds + 1):
         key, delta = measure_delta_latency(
-            net, picks, size, device=device, threads=threads, channels_last=channels_last
+            build,
+            picks,
+            frames,
+            interval,
+            device=device,
+            threads=threads,
+            channels_last=channels_last,
         )
         measured = amortised(key, delta, interval)
         best = min(best, measured)

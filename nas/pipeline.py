@@ -54,8 +54,9 @@ from nas.layout import layout_for
 from nas.liveness import NO_CHANGE
 from nas.sizes import check_multiple, parse_size, scaled_size
 from nas.spec import BudgetRef, LayerShape, Spec, SpecLayer, TeacherRef, Totals, save_spec
-from nas.speedup import measure_speedup
-from nas.supernet import amortised
+from nas.speedup import measure_speedup, speedup_metrics, time_student, timing_frames
+from nas.student import build_student
+from nas.supernet import DeltaModel, amortised
 from nas.tables import latency_table, macs_table
 from nas.tc_loss import DEFAULT_TC_WEIGHT
 from nas.teachers import Teacher, load_teacher
@@ -218,6 +219,13 @@ class Prepared:
         return clip_batches(
             self.train, self.teacher, batch_size=self.options.batch_size, device=self.device
         )
+
+    def timing_frames(self) -> list[torch.Tensor]:
+        """Real frames to time the student on as it ships (`nas.speedup`): the first
+        validation clip's, two key-frame intervals of them, normalised, one at a time."""
+        images = next(iter(self.val.span_frames()))
+        frames = (self.to_input(image[None]) for image in images)
+        return timing_frames(frames, self.options.interval or 1)
 
     def val_batches(self) -> list:
         batches = self.val.validation_batches(self.options.batch_size)
@@ -542,13 +550,36 @@ def search(
     if options.interval is not None:
         picks, chosen = better_allocation(net, picks, run)
         metrics |= chosen
-    if run.budget.kind is CostKind.LATENCY or run.limit is not None:
+
+    def spec_of(picks: dict[str, str], metrics: dict[str, float]) -> Spec:
+        return make_spec(
+            run.teacher,
+            run.layers,
+            picks,
+            run.macs,
+            run.budget,
+            run.size,
+            options,
+            metrics,
+            student_size=run.student_size,
+            teacher_macs=run.teacher_macs,  # the reference is the teacher on full-size frames
+            limit=run.limit,
+        )
+
+    def build(picks: dict[str, str]) -> DeltaModel:  # the student as it ships
+        return build_student(spec_of(picks, {}), run.teacher).to(run.device)
+
+    timed = run.budget.kind is CostKind.LATENCY or run.limit is not None
+    if timed or options.interval is not None:
+        frames = run.timing_frames()
+    if timed:
         picks, measured = fit_measured_latency(
             net,
+            build,
             picks,
             run.budget,
-            options.keyframe_interval,
-            run.size,
+            options.interval,
+            frames,
             device=run.device,
             threads=run.threads,
             limited=run.limit,
@@ -559,34 +590,38 @@ def search(
     if options.interval is not None:  # delta mode: what the saving is worth in time
         macs = run.macs
         ratio = macs.keyframe / amortised(macs.keyframe, macs.delta(picks), options.interval)
-        metrics |= measure_speedup(
-            net,
-            picks,
-            run.teacher,
-            run.size,
-            options.interval,
-            ratio,
-            device=run.device,
-            threads=run.threads,
-            channels_last=run.channels_last,
-            measured=metrics if "delta_frame_ms" in metrics else None,
-        )
+        if timed:  # timed already, as it ships: the teacher beside it
+            teacher_s = time_student(
+                None,
+                run.teacher,
+                frames,
+                None,
+                device=run.device,
+                threads=run.threads,
+                channels_last=run.channels_last,
+            )["teacher_s"]
+            metrics |= speedup_metrics(
+                teacher_s * 1e3,
+                metrics["keyframe_ms"],
+                metrics["delta_frame_ms"],
+                options.interval,
+                ratio,
+            )
+        else:
+            metrics |= measure_speedup(
+                build(picks),
+                run.teacher,
+                frames,
+                options.interval,
+                ratio,
+                device=run.device,
+                threads=run.threads,
+                channels_last=run.channels_last,
+            )
     metrics |= validate(net, run.teacher, run.val_batches(), picks)
     if run.limit is not None and run.limit.relative is not None:  # what `2x` was a fraction of
         metrics["max_latency_teacher_ms"] = run.limit.value / run.limit.relative.fraction * 1e3
-    spec = make_spec(
-        run.teacher,
-        run.layers,
-        picks,
-        run.macs,
-        run.budget,
-        run.size,
-        options,
-        metrics,
-        student_size=run.student_size,
-        teacher_macs=run.teacher_macs,  # the reference is the teacher on full-size frames
-        limit=run.limit,
-    )
+    spec = spec_of(picks, metrics)
     save_spec(spec, out / "spec.json")
     return RunResult(spec, out, outcome.log, net.probabilities())
 

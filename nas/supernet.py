@@ -191,6 +191,11 @@ class DeltaConv(nn.Module):
         self.copy_cache = False
         self.kept_less = False  # whether the last key frame kept only what inference reads
         self.pooled_key: torch.Tensor | None = None  # pool(a_k), for a block that pools first
+        # c_k = z_k - g(a_k), kept by an inference key frame in the linear form (`linear`).
+        self.offset: torch.Tensor | None = None
+        # Inference in the linear form z_t = c_k + g(a_t) (see `_keep_for_inference`); off, the
+        # recurrence z_k + g(a_t - a_k) as trained (kept to measure what the rewrite saves).
+        self.linear = True
         self._versions: tuple[int, int] = (0, 0)
 
     @property
@@ -216,13 +221,23 @@ class DeltaConv(nn.Module):
 
     def _keep_for_inference(self, a: torch.Tensor, z: torch.Tensor, shortcut: str | None) -> None:
         """An inference key frame keeps only what the layer's delta frames read: nothing for a
-        `conv` shortcut (delta frames rerun the conv), the output alone for `key`, the output
-        and the pooled input for a block that pools first (`DownBlock`). What is not kept is not
-        held across frames, and the activation after it may run in place."""
+        `conv` shortcut (delta frames rerun the conv), the output alone for `key`; for any other
+        block, in the linear form, c_k = z_k - g(a_k) alone: every block is linear, so
+        z_k + g(a_t - a_k) = c_k + g(a_t), and a delta frame runs the block on its own input and
+        adds c_k (no subtraction pass, one tensor read fewer), for one g on the key frame.
+        Outside the linear form: the output and the pooled input for a block that pools first
+        (`DownBlock`). What is not kept is not held across frames, and the activation after it
+        may run in place."""
         self.a_key = None
         self.z_key = None
         self.kept_less = True
         if shortcut == "conv":
+            return
+        if shortcut is None and self.linear:
+            out = self.block(a)
+            if out.shape != z.shape:  # a block output that broadcasts (a pooled 1x1)
+                out = out.expand_as(z)
+            self.offset = z - out
             return
         self.z_key = z.clone() if self.copy_cache else z
         self.frame.kept.add(storage(self.z_key))
@@ -248,6 +263,11 @@ class DeltaConv(nn.Module):
             if inference and shortcut == "key" and z_key is not None:  # z_k + 0
                 return z_key.clone() if self.copy_cache or frame.fresh_output else z_key
             self.input_hw = tuple(a.shape[-2:])
+            if inference and self.offset is not None:  # c_k + g(a), the linear form
+                out = block(a)
+                return (
+                    out.add_(self.offset) if out.shape == self.offset.shape else out + self.offset
+                )
             if inference and self.pooled_key is not None:  # z_k + g(pool(a) - pool(a_k))
                 pooled = block.pool(a).sub_(self.pooled_key)
                 return block.from_pooled(pooled, self.input_hw).add_(z_key)
@@ -278,9 +298,11 @@ class DeltaConv(nn.Module):
             return z.clone()
         z = self.conv(a)
         if frame.phase is Phase.KEY:
-            self.pooled_key = None
+            self.pooled_key = self.offset = None
             kept = frame.kept
-            if kept is not None and (shortcut is not None or self._pools_first(block)):
+            if kept is not None and (
+                shortcut is not None or self.linear or self._pools_first(block)
+            ):
                 self._keep_for_inference(a, z, shortcut)
                 return z
             self.kept_less = False
@@ -488,7 +510,7 @@ class DeltaModel(nn.Module):
         self._key_shape = None
         for _, conv in self.delta_convs():
             conv.a_key = conv.z_key = conv.target = conv.target_input = None
-            conv.pooled_key = None
+            conv.pooled_key = conv.offset = None
             conv.kept_less = False
             conv.prediction = conv.forced = None
             conv.per_frame = self.per_frame

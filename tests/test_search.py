@@ -4,8 +4,11 @@ import csv
 import json
 
 import pytest
+import torch
 
 from nas.errors import NasError
+from nas.latency import measure
+from nas.layout import in_layout
 from nas.liveness import NO_CHANGE, idle_layers, layer_sources
 from nas.pipeline import SearchOptions, prepare, search, validate
 from nas.spec import load_spec
@@ -48,6 +51,36 @@ def test_search_measures_what_its_saving_is_worth_in_time(tiny_run):
     assert m["speedup"] == pytest.approx(m["teacher_ms"] / m["amortised_ms"])
     ratio = spec.totals.teacher_macs / spec.totals.amortised_macs
     assert m["speedup_share"] == pytest.approx(m["speedup"] / ratio)
+
+
+def test_recorded_delta_frame_time_is_the_shipped_students(tmp_path):
+    """The spec's `delta_frame_ms` is the time of the student `nas.build_student` returns, run
+    as `nas eval` runs it: an independent timing of that student (`nas.latency.measure` of its
+    delta frame after a key frame, in the search's layout, on a frame of the same clip) is
+    within 20% of it. A ratio of two timings in one process, frames large enough (256x384)
+    that a frame's time is not Python's."""
+    options = SearchOptions(
+        **(
+            TINY_SEARCH
+            | {
+                "budget": "50%",
+                "input_size": "256x384",
+                "video": "synthetic:frames=24,size=256x384",
+            }
+            | {"out": str(tmp_path / "run"), "steps": 2}
+        )
+    )
+    result = search(options)
+    spec = result.spec
+    run = prepare(options)
+    student = build_student(spec, run.teacher)
+    x_key, x_t = (in_layout(x, run.channels_last) for x in run.timing_frames()[:2])
+    if run.channels_last:
+        student.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        student.key_frame(x_key)
+    delta = measure(lambda: student.delta_frame(x_t), threads=run.threads, repeats=30).median
+    assert 0.8 < spec.metrics["delta_frame_ms"] / (delta * 1e3) < 1.25
 
 
 def test_per_frame_search_has_no_speedup(tmp_path):
