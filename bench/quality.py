@@ -99,11 +99,11 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
 
     def calibrate() -> None:
         model = student()
-        report = calibrate_student(
+        calibration = calibrate_student(
             model, run.next_batch, seed=args.seed, batches=args.calibration_batches
         )
         save_weights(calibrated_path, model)
-        print(f"[{folder.name}] calibrated {len(report.layers)} layers", flush=True)
+        print(f"[{folder.name}] {calibration.summary}", flush=True)
 
     calibrate_minutes = _timed(folder, "calibrate", calibrate) if delta else 0.0
     trained_path = folder / "train" / "student.pt"

@@ -298,11 +298,7 @@ def train(
     batches = clip_batches(train_clips, teacher, batch_size=batch_size, device=dev)
     out = out or spec_path.parent / "train"
     if calibrate and spec.mode == "delta" and not (out / CHECKPOINT).is_file():
-        calibrated = calibrate_student(student, batches, seed=seed)
-        console.print(
-            f"calibrated {len(calibrated.layers)} low-rank blocks on the student's own inputs "
-            f"in {calibrated.seconds:.1f} s"
-        )
+        console.print(calibrate_student(student, batches, seed=seed).summary)
     if steps is None:
         steps = max(1, round(epochs * len(train_clips.pairs) / batch_size))
     config = TrainConfig(

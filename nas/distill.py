@@ -103,6 +103,25 @@ def measure_scales(model: DeltaModel, batches) -> LossScales:
     return LossScales(float(output) + 1e-12, tuple(float(v) + 1e-12 for v in per_layer))
 
 
+def batches_r(model: DeltaModel, batches) -> float:
+    """R of `model` as it stands on (key frame, frame t) `batches`: 1 - sum|y - y_teacher|^2
+    over sum|y_key - y_teacher|^2 (0: the key frame repeated, 1: the teacher; NaN: no change).
+    The pooled output loss over the same batches is its numerator over its denominator."""
+    error = change = 0.0
+    try:
+        with torch.no_grad():
+            for x_key, x_t, *_ in batches:
+                model.clear()
+                y_key = model.key_frame(x_key)
+                y_teacher = model.teacher_frame(x_t)
+                y = model.delta_frame(x_t)
+                error += float((y - y_teacher).pow(2).sum())
+                change += float((y_key - y_teacher).pow(2).sum())
+    finally:
+        model.clear()
+    return 1 - error / change if change > 0 else float("nan")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     layer: float = 1.0

@@ -40,7 +40,13 @@ import torch
 from torch import nn
 
 from nas.budget import Budget, CostKind
-from nas.distill import LossWeights, change_energy, relative_error, student_losses
+from nas.distill import (
+    LossWeights,
+    batches_r,
+    change_energy,
+    relative_error,
+    student_losses,
+)
 from nas.errors import NasError
 from nas.export import LayerChoice, Limit, export_choices
 from nas.graph import ConvLayer
@@ -392,24 +398,12 @@ def knapsack_picks(
 
 
 def output_r(net: Supernet, picks: dict[str, str], batches: Sequence[Batch]) -> float:
-    """R of the delta model with `picks` on `batches`: 1 - sum|y - y_teacher|^2 over
-    sum|y_key - y_teacher|^2 (0: the key frame repeated, 1: the teacher; NaN: no change)."""
-    model = net.model
-    error = change = 0.0
+    """R of the delta model with `picks` on `batches` (`nas.distill.batches_r`)."""
     net.fix(picks)
     try:
-        with torch.no_grad():
-            for x_key, x_t, _ in batches:
-                model.clear()
-                y_key = model.key_frame(x_key)
-                y_teacher = model.teacher_frame(x_t)
-                y = model.delta_frame(x_t)
-                error += float((y - y_teacher).pow(2).sum())
-                change += float((y_key - y_teacher).pow(2).sum())
+        return batches_r(net.model, batches)
     finally:
         net.fix(None)
-        model.clear()
-    return 1 - error / change if change > 0 else float("nan")
 
 
 def predicted_error(net: Supernet) -> torch.Tensor:

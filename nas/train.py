@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from nas.data import VideoClips
-from nas.distill import LossWeights, measure_scales, student_losses
+from nas.distill import LossWeights, batches_r, measure_scales, student_losses
 from nas.errors import NasError
 from nas.holdout import held_out_agreement
 from nas.io import atomic_write_bytes
@@ -83,8 +83,29 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 CALIBRATION_BATCHES = 16  # training batches the closed-form calibration reads
+CHECK_BATCHES = 8  # further batches on which a calibration must not lower the output's R
 SCALE_BATCHES = 16  # training batches the pooled loss scales are measured on
 VALIDATION_FRAMES = 30  # frames of each held-out sequence that the validation R reads
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What `calibrate_student` did: the refit's per-layer report, the output's R on the check
+    batches before and after it, and whether the refit was kept."""
+
+    report: RefitReport
+    r_before: float
+    r_after: float
+    kept: bool
+
+    @property
+    def summary(self) -> str:
+        verdict = "kept" if self.kept else "undone: it lowered the output's R"
+        return (
+            f"calibrated {len(self.report.layers)} low-rank blocks on the student's own inputs "
+            f"in {self.report.seconds:.1f} s; R on {CHECK_BATCHES} further training batches "
+            f"{self.r_before:.3f} -> {self.r_after:.3f}, {verdict}"
+        )
 
 
 def calibrate_student(
@@ -93,11 +114,23 @@ def calibrate_student(
     *,
     seed: int = 0,
     batches: int = CALIBRATION_BATCHES,
-) -> RefitReport:
+) -> Calibration:
     """Calibrate the student's low-rank blocks on its own inputs (`nas.refit`), in place, on
-    `batches` training batches drawn apart from the training's own draws."""
+    `batches` training batches drawn apart from the training's own draws; kept only where the
+    output's R on `CHECK_BATCHES` further batches does not drop. Each layer's refit lowers that
+    layer's error, which need not lower the output's: a layer whose small errors the network
+    amplified before can amplify its new, different ones more."""
     generator = torch.Generator().manual_seed(seed + 7)
-    return refit_student(student, [next_batch(generator) for _ in range(batches)], seed=seed)
+    fitted = [next_batch(generator) for _ in range(batches)]
+    checks = [next_batch(generator) for _ in range(CHECK_BATCHES)]
+    before = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    r_before = batches_r(student, checks)
+    report = refit_student(student, fitted, seed=seed)
+    r_after = batches_r(student, checks)
+    kept = not r_after < r_before  # NaN (no change at all): nothing to judge by, kept
+    if not kept:
+        student.load_state_dict(before)
+    return Calibration(report, r_before, r_after, kept)
 
 
 def calibrated_once(student: DeltaModel, next_batch: Callable, path: Path) -> DeltaModel:
@@ -172,8 +205,10 @@ def train_student(
     eval_every: int = 50,
 ) -> Path:
     """Train (or resume training) `student`; returns the path of the final weights.
-    `validate(student)`: its R on held-out clips, measured every `eval_every` steps and after
-    the last (the student is put back in training mode after it)."""
+    `validate(student)`: its R on held-out clips, measured before the first step, every
+    `eval_every` steps and after the last (the student is put back in training mode after it);
+    the weights written are then those of the best validation R (the start included: training
+    that does not raise it leaves the student as it came)."""
     out.mkdir(parents=True, exist_ok=True)
     params = trainable(student, config.finetune)
     if not params:
@@ -185,6 +220,19 @@ def train_student(
         scales = measure_scales(student, [next_batch(draw) for _ in range(SCALE_BATCHES)])
     generator = torch.Generator().manual_seed(config.seed)
     start = 0
+    best: tuple[float, dict] | None = None  # the best validation R and its weights
+
+    def validated() -> float | None:
+        nonlocal best
+        student.clear()
+        student.eval()
+        r = validate(student)
+        student.clear()
+        student.train()
+        if r is not None and (best is None or r > best[0]):
+            best = (r, {k: v.detach().clone() for k, v in student.state_dict().items()})
+        return r
+
     checkpoint = out / CHECKPOINT
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -197,7 +245,11 @@ def train_student(
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
         start = int(state["step"])
+        if state.get("best_r") is not None:
+            best = (float(state["best_r"]), state["best_model"])
     student.train()
+    if validate is not None and start == 0:
+        validated()
     for step in range(start, config.steps):
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(config, step)
@@ -222,11 +274,7 @@ def train_student(
         done = step + 1
         val_r = None
         if validate is not None and (done % eval_every == 0 or done == config.steps):
-            student.clear()
-            student.eval()
-            val_r = validate(student)
-            student.clear()
-            student.train()
+            val_r = validated()
         if on_step is not None:
             values = {
                 k: float(parts[k].detach()) for k in ("layer_loss", "output_loss", "task_loss")
@@ -242,9 +290,13 @@ def train_student(
                     "model": student.state_dict(),
                     "optimiser": optimiser.state_dict(),
                     "generator": generator.get_state(),
+                    "best_r": None if best is None else best[0],
+                    "best_model": None if best is None else best[1],
                 },
             )
     student.clear()
+    if best is not None:
+        student.load_state_dict(best[1])
     student.eval()
     weights = out / WEIGHTS
     save_weights(weights, student)

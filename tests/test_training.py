@@ -1,0 +1,130 @@
+"""The training recipe's safeguards (`nas.train`): the pooled loss (`nas.distill.LossScales`),
+whose mean over the batches its scales were measured on is R's numerator over its denominator;
+the weights kept are those of the best validation R; a calibration that lowers the output's R
+is undone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import nas.refit
+import nas.train
+from nas.distill import LossWeights, batches_r, delta_losses, measure_scales
+from nas.pipeline import SearchOptions, prepare
+from nas.spec import load_spec
+from nas.student import build_student, load_student_weights
+from nas.train import TrainConfig, calibrate_student, train_student
+from tests.conftest import TINY_SEARCH, uniform_spec
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    run = prepare(SearchOptions(**TINY_SEARCH))
+    spec = uniform_spec(run, tmp_path_factory.mktemp("pooled") / "spec.json", None)
+    student = build_student(load_spec(spec), run.teacher, stats=run.stats)
+    generator = torch.Generator().manual_seed(3)
+    batches = [run.next_batch(generator) for _ in range(4)]
+    return run, student, batches
+
+
+def test_scales_are_the_mean_change_energies_by_hand(setup):
+    run, student, batches = setup
+    scales = measure_scales(student, batches)
+    with torch.no_grad():
+        by_hand = [
+            float((run.teacher.module(x_t) - run.teacher.module(x_key)).pow(2).mean())
+            for x_key, x_t, _ in batches
+        ]
+    assert scales.output == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-5)
+    assert len(scales.layers) == len(list(student.delta_convs()))
+    assert all(s > 0 for s in scales.layers)
+    assert all(conv.z_key is None for _, conv in student.delta_convs())  # left cleared
+
+
+def test_one_minus_the_mean_pooled_loss_is_r(setup):
+    """Over the batches the scales were measured on (equal sizes), 1 - mean output loss equals
+    R = 1 - sum|y_hat - y|^2 / sum|y_key - y|^2, computed by hand from the teacher and the
+    student's own outputs; the per-batch loss does not."""
+    run, student, batches = setup
+    scales = measure_scales(student, batches)
+    pooled, per_batch, errors, changes = [], [], 0.0, 0.0
+    for batch in batches:  # as training runs it (with gradients: teacher forcing needs them)
+        for scaled, into in ((scales, pooled), (None, per_batch)):
+            student.clear()
+            _, parts = delta_losses(student, batch, run.teacher.output_kind, LossWeights(), scaled)
+            into.append(float(parts["output_loss"].detach()))
+    with torch.no_grad():
+        for x_key, x_t, _ in batches:
+            student.clear()
+            student.key_frame(x_key)
+            y_hat = student.delta_frame(x_t)
+            y, y_key = run.teacher.module(x_t), run.teacher.module(x_key)
+            errors += float((y_hat - y).pow(2).sum())
+            changes += float((y_key - y).pow(2).sum())
+    student.clear()
+    r = 1 - errors / changes
+    assert 0.05 < r < 0.999  # a student that predicts some, not all, of the change
+    assert 1 - sum(pooled) / len(pooled) == pytest.approx(r, abs=1e-5)
+    assert abs(1 - sum(per_batch) / len(per_batch) - r) > 1e-3
+
+
+def _weights(student) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in student.state_dict().items()}
+
+
+@pytest.mark.parametrize("trend", ["falls", "rises"])
+def test_training_keeps_the_weights_of_the_best_validation_r(setup, tmp_path, trend):
+    """With a validation R that only falls after the start, the weights written are the
+    start's; with one that rises, the last step's."""
+    run, student, _ = setup
+    start = _weights(student)
+    calls = []
+
+    def validate(model) -> float:
+        calls.append(_weights(model))
+        return 1.0 - len(calls) if trend == "falls" else float(len(calls))
+
+    path = train_student(
+        student,
+        run.teacher,
+        run.next_batch,
+        out=tmp_path,
+        config=TrainConfig(steps=4, lr=1e-2, checkpoint_every=2),
+        validate=validate,
+        eval_every=2,
+    )
+    assert len(calls) == 3  # before the first step, after steps 2 and 4
+    saved = torch.load(path, weights_only=True)
+    expected = start if trend == "falls" else calls[-1]
+    assert all(torch.equal(saved[k], expected[k]) for k in expected)
+    assert any(not torch.equal(calls[-1][k], start[k]) for k in start)  # training moved it
+    load_student_weights(student, path)
+    student.load_state_dict(start)  # the module-scoped student, as it came
+
+
+def test_a_calibration_that_lowers_the_output_r_is_undone(setup, monkeypatch):
+    """The refit is judged by the output's R on further batches: made to lower it (here, by a
+    refit that scales every block's output down), it is undone; one that does not is kept."""
+    run, student, _ = setup
+    start = _weights(student)
+
+    def harmful(model, batches, *, seed):
+        with torch.no_grad():
+            for _, conv in model.delta_convs():
+                for p in conv.block.parameters():
+                    p.mul_(0.3)
+        return nas.refit.RefitReport()
+
+    monkeypatch.setattr(nas.train, "refit_student", harmful)
+    undone = calibrate_student(student, run.next_batch)
+    assert not undone.kept and undone.r_after < undone.r_before
+    assert all(torch.equal(student.state_dict()[k], start[k]) for k in start)
+    assert "undone" in undone.summary
+    monkeypatch.undo()
+    kept = calibrate_student(student, run.next_batch)
+    assert kept.kept and kept.r_after >= kept.r_before
+    generator = torch.Generator().manual_seed(7)
+    checks = [run.next_batch(generator) for _ in range(16 + 8)][16:]
+    assert batches_r(student, checks) == pytest.approx(kept.r_after)
+    student.load_state_dict(start)
