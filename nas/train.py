@@ -35,6 +35,7 @@ from nas.spec import Spec
 from nas.student import load_student_weights
 from nas.supernet import DeltaModel
 from nas.teachers.base import Teacher
+from search_spaces import balance_factors
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "student.pt"
@@ -179,9 +180,19 @@ def save_weights(path: Path, model: torch.nn.Module) -> None:
     _save(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
 
 
+def trained_blocks(student: DeltaModel) -> list[torch.nn.Module]:
+    """The blocks training changes: not `full` ones, whose layer reruns the teacher's conv at
+    inference whatever the block holds (trained, the model trained would not be the one run)."""
+    return [
+        conv.block
+        for _, conv in student.delta_convs()
+        if getattr(type(conv.block), "delta_shortcut", None) != "conv"
+    ]
+
+
 def trainable(student: DeltaModel, finetune: bool) -> list[torch.nn.Parameter]:
-    """The student blocks' parameters (and, with `finetune`, every parameter)."""
-    blocks = [p for _, conv in student.delta_convs() for p in conv.block.parameters()]
+    """The trained blocks' parameters (and, with `finetune`, every parameter)."""
+    blocks = [p for block in trained_blocks(student) for p in block.parameters()]
     ids = {id(p) for p in blocks}
     for p in student.parameters():
         p.requires_grad_(finetune or id(p) in ids)
@@ -189,8 +200,8 @@ def trainable(student: DeltaModel, finetune: bool) -> list[torch.nn.Parameter]:
 
 
 def has_blocks_to_train(student: DeltaModel) -> bool:
-    """Whether any student block has parameters (a spec of `zero`s only has none)."""
-    return any(True for _, conv in student.delta_convs() for _ in conv.block.parameters())
+    """Whether any student block has parameters to train (not for `zero`s and `full`s only)."""
+    return any(True for block in trained_blocks(student) for _ in block.parameters())
 
 
 def train_student(
@@ -212,7 +223,9 @@ def train_student(
     out.mkdir(parents=True, exist_ok=True)
     params = trainable(student, config.finetune)
     if not params:
-        raise NasError("the student has nothing to train: every layer of the spec is zero")
+        raise NasError("the student has nothing to train: every layer of the spec is zero or full")
+    for block in trained_blocks(student):  # the same map, factors of one scale (a resume
+        balance_factors(block)  # loads its own, balanced, weights over these)
     optimiser = torch.optim.Adam(params, lr=config.lr)
     scales = None
     if config.pooled and not student.per_frame:  # drawn apart from the training's own draws

@@ -22,6 +22,7 @@ from search_spaces._blocks import (
     LowRankBlock,
     SepBlock,
     ZeroBlock,
+    balance_factors,
 )
 from search_spaces._candidates import (
     build_candidate,
@@ -54,6 +55,7 @@ __all__ = [
     "Preset",
     "SepBlock",
     "ZeroBlock",
+    "balance_factors",
     "build_candidate",
     "candidate_macs",
     "candidate_params",

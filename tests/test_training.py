@@ -11,11 +11,13 @@ import torch
 import nas.refit
 import nas.train
 from nas.distill import LossWeights, batches_r, delta_losses, measure_scales
+from nas.graph import layer_graph
 from nas.pipeline import SearchOptions, prepare
 from nas.spec import load_spec
 from nas.student import build_student, load_student_weights
-from nas.train import TrainConfig, calibrate_student, train_student
-from tests.conftest import TINY_SEARCH, uniform_spec
+from nas.train import TrainConfig, calibrate_student, train_student, trainable, trained_blocks
+from search_spaces import FullBlock, balance_factors, build_candidate
+from tests.conftest import TINY_SEARCH, build_tiny, uniform_spec
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +96,9 @@ def test_training_keeps_the_weights_of_the_best_validation_r(setup, tmp_path, tr
         validate=validate,
         eval_every=2,
     )
-    assert len(calls) == 3  # before the first step, after steps 2 and 4
+    assert len(calls) == 3  # before the first step (factors balanced), after steps 2 and 4
     saved = torch.load(path, weights_only=True)
-    expected = start if trend == "falls" else calls[-1]
+    expected = calls[0] if trend == "falls" else calls[-1]
     assert all(torch.equal(saved[k], expected[k]) for k in expected)
     assert any(not torch.equal(calls[-1][k], start[k]) for k in start)  # training moved it
     load_student_weights(student, path)
@@ -128,3 +130,45 @@ def test_a_calibration_that_lowers_the_output_r_is_undone(setup, monkeypatch):
     checks = [run.next_batch(generator) for _ in range(16 + 8)][16:]
     assert batches_r(student, checks) == pytest.approx(kept.r_after)
     student.load_state_dict(start)
+
+
+@pytest.mark.parametrize("candidate", ["lowrank_r3", "sep_r3", "down2_lowrank_r3", "down2_sep_r3"])
+def test_balancing_keeps_the_map_and_evens_the_factors(candidate):
+    """`balance_factors` on a block whose first factor is 1e-3 of its size and second 1e3
+    times: the same output (1e-5), and every intermediate channel's in- and outgoing norms
+    equal."""
+    layer = layer_graph(build_tiny(), (32, 48))[2]  # a dense 3x3 conv
+    block = build_candidate(candidate, layer)
+    first, second = block.factors()
+    with torch.no_grad():
+        first.weight.mul_(1e-3)
+        second.weight.mul_(1e3)
+    x = torch.randn(2, layer.c_in, 16, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = block(x)
+        assert balance_factors(block)
+        after = block(x)
+    assert torch.allclose(after, before, rtol=1e-5, atol=1e-5 * float(before.abs().max()))
+    inward = first.weight.flatten(1).norm(dim=1)
+    outward = second.weight.transpose(0, 1).flatten(1).norm(dim=1)
+    assert torch.allclose(inward, outward, rtol=1e-5)
+    assert not balance_factors(build_candidate("full", layer))
+
+
+def test_full_blocks_are_not_trained(setup, tmp_path):
+    """A `full` layer reruns the teacher's conv at inference: its block's weights never train
+    (they would make the model trained differ from the one run)."""
+    run, _, _ = setup
+    spec = load_spec(uniform_spec(run, tmp_path / "spec.json", None))
+    layers = [
+        layer.model_copy(update={"candidate": "full"}) if i % 2 else layer
+        for i, layer in enumerate(spec.layers)
+    ]
+    student = build_student(spec.model_copy(update={"layers": layers}), run.teacher)
+    blocks = [conv.block for _, conv in student.delta_convs()]
+    full = [block for block in blocks if isinstance(block, FullBlock)]
+    others = trained_blocks(student)
+    assert full and others and len(full) + len(others) == len(blocks)
+    trained = {id(p) for p in trainable(student, finetune=False)}
+    assert all(id(p) in trained for block in others for p in block.parameters())
+    assert all(id(p) not in trained for block in full for p in block.parameters())
