@@ -61,9 +61,11 @@ the change then reaches the output along the identities alone, and fewer layers 
 `--forms` prints instead one table of each spec's student as it ships (built from the spec, run
 by `DeltaRunner` in the device's layout, as `nas eval` runs it), timed side by side with the
 teacher in interleaved rounds on real frames of each built-in clip, with a delta frame in each
-form: the recurrence z_k + g(a - a_k) as trained, and the linear form c_k + g(a) (c_k = z_k -
+form: the recurrence z_k + g(a - a_k) as trained; the linear form c_k + g(a) (c_k = z_k -
 g(a_k) kept from the key frame: no subtraction pass, one block call more on the key frame, whose
-multiply-adds its ratio counts):
+multiply-adds its ratio counts); and the recurrence skipping the tiles whose input did not
+change (`nas.tiles`) at each of `--thresholds`, with the share of tiles it ran. Each row also
+gives R on the timed frames, so that a threshold's cost in quality is beside its time:
 
     python bench/runner_speed.py --forms --teacher u2netp --size 320x320 --spec SPEC.json
 
@@ -88,6 +90,7 @@ from nas.data import load_frames, open_video
 from nas.errors import NasError
 from nas.fold import fold_batchnorms
 from nas.graph import layer_graph
+from nas.holdout import held_out_agreement
 from nas.latency import fixed_threads, time_module
 from nas.layout import layout_for
 from nas.liveness import NO_CHANGE, idle_layers, layer_sources
@@ -100,6 +103,7 @@ from nas.student import build_student, idle_layers_of, teacher_for
 from nas.supernet import amortised
 from nas.tables import block_latencies, macs_table
 from nas.teachers import load_teacher
+from nas.tiles import TileSkip
 from search_spaces import build_candidate
 
 CLIP = "sample:bikes"  # real frames, for how much of the change a student predicts
@@ -387,7 +391,6 @@ def label_of(spec: Spec) -> str:
     return f"{spec.budget.text}{f' <={limit}' if limit else ''} K={interval}"
 
 
-FORMS = {"recurrence": False, "linear": True}  # a delta frame's form (`nas.supernet.DeltaConv`)
 CLIPS = ("sample:carphone", "sample:bikes", "sample:bigbuckbunny")
 
 
@@ -401,20 +404,37 @@ def key_extra_macs(spec: Spec, idle: set[str]) -> int:
     )
 
 
-def forms_table(specs: list[Spec], device: torch.device, threads: int, rounds: int) -> None:
+def forms(thresholds: list[float]) -> dict[str, tuple[bool, TileSkip | None]]:
+    """A delta frame's forms (`nas.supernet.DeltaConv`): name -> (linear, skipping)."""
+    found = {"recurrence": (False, None), "linear": (True, None)}
+    for threshold in thresholds:
+        found[f"skip {threshold:g}"] = (False, TileSkip(threshold=threshold))
+    return found
+
+
+def set_form(student, linear: bool, skip: TileSkip | None) -> None:
+    for _, conv in student.delta_convs():
+        conv.linear = linear
+    student.use_skipping(skip)
+
+
+def forms_table(
+    specs: list[Spec], device: torch.device, threads: int, rounds: int, thresholds: list[float]
+) -> None:
     """Each spec's student as it ships (`nas.build_student`, run by `DeltaRunner` in the
     device's layout), a delta frame in each form, timed side by side with the teacher's module
     (`nas.speedup.time_student`, interleaved rounds) on four key-frame intervals of real frames
     of each built-in clip: the amortised speed-up beside the multiply-add ratio (for the linear
-    form with the key frame's extra block calls counted)."""
+    form with the key frame's extra block calls counted), R on those frames, and for skipping
+    the share of tiles run."""
     channels_last = layout_for(device)
     print(
         f"\nAs it ships, on real frames ({'NHWC' if channels_last else 'NCHW'}; ms per frame; "
         "teacher and student in interleaved rounds):"
     )
     print(
-        f"{'spec':30} {'clip':20} {'form':10} {'teacher':>8} {'key':>7} {'delta':>7} "
-        f"{'amortised':>9} {'speed-up':>8} {'MAC ratio':>9} {'share':>6}"
+        f"{'spec':24} {'clip':20} {'form':10} {'teacher':>8} {'key':>7} {'delta':>7} "
+        f"{'amortised':>9} {'speed-up':>8} {'MAC ratio':>9} {'R':>7} {'tiles run':>9}"
     )
     for spec in specs:
         teacher = teacher_for(spec, device=str(device))
@@ -425,9 +445,14 @@ def forms_table(specs: list[Spec], device: torch.device, threads: int, rounds: i
         for clip in CLIPS:
             stack = load_frames(open_video(clip, max_frames=4 * interval), size=spec.input_size)
             frames = timing_frames((normalize(x[None]) for x in stack.frames), interval, 4)
-            for form, linear in FORMS.items():
-                for _, conv in student.delta_convs():
-                    conv.linear = linear
+            for form, (linear, skip) in forms(thresholds).items():
+                set_form(student, linear, skip)
+                scores = held_out_agreement(
+                    teacher, student, [stack.frames], interval=interval,
+                    student_size=tuple(spec.input_size), device=device,
+                )  # fmt: skip
+                r = scores["r"]
+                share = "" if skip is None else f"{100 * skip.active_share:8.0f}%"
                 t = time_student(
                     student, teacher, frames, interval, device=device, threads=threads,
                     channels_last=channels_last, rounds=rounds,
@@ -439,11 +464,12 @@ def forms_table(specs: list[Spec], device: torch.device, threads: int, rounds: i
                 ms = amortised(t["keyframe_s"], t["delta_frame_s"], interval) * 1e3
                 speedup = t["teacher_s"] * 1e3 / ms
                 print(
-                    f"{label_of(spec):30} {clip:20} {form:10} {t['teacher_s'] * 1e3:8.1f} "
+                    f"{label_of(spec):24} {clip:20} {form:10} {t['teacher_s'] * 1e3:8.1f} "
                     f"{t['keyframe_s'] * 1e3:7.1f} {t['delta_frame_s'] * 1e3:7.1f} {ms:9.1f} "
-                    f"{speedup:8.2f} {ratio:9.2f} {100 * speedup / ratio:5.0f}%",
+                    f"{speedup:8.2f} {ratio:9.2f} {r:7.3f} {share:>9}",
                     flush=True,
                 )
+        set_form(student, False, None)
 
 
 def main() -> None:
@@ -478,6 +504,10 @@ def main() -> None:
     parser.add_argument(
         "--forms", action="store_true",
         help="only the table of the student as it ships, each delta-frame form, on real frames",
+    )  # fmt: skip
+    parser.add_argument(
+        "--thresholds", default="0,0.02,0.05",
+        help="with --forms: skipping thresholds to time (share of a layer's mean |input|)",
     )  # fmt: skip
     args = parser.parse_args()
     size = parse_size(args.size)
@@ -528,7 +558,9 @@ def main() -> None:
         specs += [cheapest(args.teacher, size, interval, args.device) for _, interval in budgets]
     specs += fastest + closed_ones(fastest)
     if args.forms:
-        forms_table([s for s in specs if not isinstance(s, str)], device, threads, args.rounds)
+        thresholds = [float(v) for v in args.thresholds.split(",") if v]
+        found = [s for s in specs if not isinstance(s, str)]
+        forms_table(found, device, threads, args.rounds, thresholds)
         return
     for spec in specs:
         if isinstance(spec, str):

@@ -43,6 +43,7 @@ from nas.graph import ConvLayer
 from nas.layout import in_layout, is_channels_last
 from nas.resample import bilinear
 from nas.teachers.base import select_output
+from nas.tiles import TileSkip, tiled_convs
 
 if TYPE_CHECKING:
     from nas.replay import Replay
@@ -193,9 +194,13 @@ class DeltaConv(nn.Module):
         self.pooled_key: torch.Tensor | None = None  # pool(a_k), for a block that pools first
         # c_k = z_k - g(a_k), kept by an inference key frame in the linear form (`linear`).
         self.offset: torch.Tensor | None = None
-        # Inference in the linear form z_t = c_k + g(a_t) (see `_keep_for_inference`); off, the
-        # recurrence z_k + g(a_t - a_k) as trained (kept to measure what the rewrite saves).
-        self.linear = True
+        # Inference in the linear form z_t = c_k + g(a_t) (see `_keep_for_inference`). Off by
+        # default: the cost model does not count the block call it adds to every key frame
+        # yet, so the recurrence z_k + g(a_t - a_k) is what a spec's multiply-adds describe.
+        self.linear = False
+        # Delta frames at inference skip the tiles whose input did not change (`nas.tiles`).
+        self.skip: TileSkip | None = None
+        self.key_scale: float | None = None  # mean |a_k|, the skipping threshold's unit
         self._versions: tuple[int, int] = (0, 0)
 
     @property
@@ -257,12 +262,18 @@ class DeltaConv(nn.Module):
         shortcut = getattr(type(block), "delta_shortcut", None)
         if frame.phase is Phase.DELTA:
             inference = not torch.is_grad_enabled()
-            if inference and shortcut == "conv":  # z_k + W(a - a_k) = W a + b, exactly
-                return self.conv(a)
+            if inference and shortcut == "conv" and self.skip is None:
+                return self.conv(a)  # z_k + W(a - a_k) = W a + b, exactly
             z_key = self.z_key
             if inference and shortcut == "key" and z_key is not None:  # z_k + 0
                 return z_key.clone() if self.copy_cache or frame.fresh_output else z_key
             self.input_hw = tuple(a.shape[-2:])
+            if inference and self.skip is not None and self.a_key is not None:
+                convs = tiled_convs(block)
+                if convs is not None:  # z_k + g(a - a_k) on the tiles that changed
+                    if self.key_scale is None:  # the threshold's unit, once per key frame
+                        self.key_scale = float(self.a_key.abs().mean())
+                    return self.skip.run(convs, self._input_delta(a), z_key, self.key_scale)
             if inference and self.offset is not None:  # c_k + g(a), the linear form
                 out = block(a)
                 return (
@@ -298,11 +309,12 @@ class DeltaConv(nn.Module):
             return z.clone()
         z = self.conv(a)
         if frame.phase is Phase.KEY:
-            self.pooled_key = self.offset = None
+            self.pooled_key = self.offset = self.key_scale = None
             kept = frame.kept
-            if kept is not None and (
+            keeps_less = self.skip is None and (
                 shortcut is not None or self.linear or self._pools_first(block)
-            ):
+            )
+            if kept is not None and (shortcut == "key" or keeps_less):
                 self._keep_for_inference(a, z, shortcut)
                 return z
             self.kept_less = False
@@ -461,6 +473,14 @@ class DeltaModel(nn.Module):
             frame.kept = None
         return select_output(out, self.output_key)
 
+    def use_skipping(self, skip: TileSkip | None) -> DeltaModel:
+        """Skip, on inference delta frames, the tiles whose input did not change (`nas.tiles`;
+        None: run every layer densely). Caches are dropped: the next frame must be a key frame."""
+        for _, conv in self.delta_convs():
+            conv.skip = skip
+        self.clear()
+        return self
+
     def use_replay(self, replay: Replay | None) -> DeltaModel:
         """Replay `replay`'s modules from the key frame on delta frames (None: run them all).
         Caches are dropped: the next frame must be a key frame."""
@@ -510,7 +530,7 @@ class DeltaModel(nn.Module):
         self._key_shape = None
         for _, conv in self.delta_convs():
             conv.a_key = conv.z_key = conv.target = conv.target_input = None
-            conv.pooled_key = conv.offset = None
+            conv.pooled_key = conv.offset = conv.key_scale = None
             conv.kept_less = False
             conv.prediction = conv.forced = None
             conv.per_frame = self.per_frame

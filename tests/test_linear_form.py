@@ -72,6 +72,8 @@ def test_a_linear_key_frame_keeps_the_offset_alone(run, tmp_path):
     spec = load_spec(uniform_spec(run, tmp_path / "spec.json", None))
     picks = {layer.path: layer.candidate for layer in spec.layers}
     student = build_student(spec, run.teacher, stats=run.stats)
+    for _, conv in student.delta_convs():
+        conv.linear = True
     frames = _frames(run, 2)
     runner = DeltaRunner(student, interval=3)
     runner.step(frames[0])
