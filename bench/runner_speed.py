@@ -419,12 +419,17 @@ def set_form(student, linear: bool, skip: TileSkip | None) -> None:
 
 
 def forms_table(
-    specs: list[Spec], device: torch.device, threads: int, rounds: int, thresholds: list[float]
+    specs: list[Spec],
+    device: torch.device,
+    threads: int,
+    rounds: int,
+    thresholds: list[float],
+    clips: list[str],
 ) -> None:
     """Each spec's student as it ships (`nas.build_student`, run by `DeltaRunner` in the
     device's layout), a delta frame in each form, timed side by side with the teacher's module
     (`nas.speedup.time_student`, interleaved rounds) on four key-frame intervals of real frames
-    of each built-in clip: the amortised speed-up beside the multiply-add ratio (for the linear
+    of each of `clips`: the amortised speed-up beside the multiply-add ratio (for the linear
     form with the key frame's extra block calls counted), R on those frames, and for skipping
     the share of tiles run."""
     channels_last = layout_for(device)
@@ -442,7 +447,7 @@ def forms_table(
         interval = spec.keyframe_interval
         extra = key_extra_macs(spec, idle_layers_of(spec, student))
         normalize = teacher.input_spec.normalize
-        for clip in CLIPS:
+        for clip in clips:
             stack = load_frames(open_video(clip, max_frames=4 * interval), size=spec.input_size)
             frames = timing_frames((normalize(x[None]) for x in stack.frames), interval, 4)
             for form, (linear, skip) in forms(thresholds).items():
@@ -506,6 +511,9 @@ def main() -> None:
         help="only the table of the student as it ships, each delta-frame form, on real frames",
     )  # fmt: skip
     parser.add_argument(
+        "--clips", default=",".join(CLIPS), help="with --forms: the built-in clips to time on"
+    )
+    parser.add_argument(
         "--thresholds", default="0,0.02,0.05",
         help="with --forms: skipping thresholds to time (share of a layer's mean |input|)",
     )  # fmt: skip
@@ -560,7 +568,7 @@ def main() -> None:
     if args.forms:
         thresholds = [float(v) for v in args.thresholds.split(",") if v]
         found = [s for s in specs if not isinstance(s, str)]
-        forms_table(found, device, threads, args.rounds, thresholds)
+        forms_table(found, device, threads, args.rounds, thresholds, args.clips.split(","))
         return
     for spec in specs:
         if isinstance(spec, str):
