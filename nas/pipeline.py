@@ -223,7 +223,9 @@ class Prepared:
     def timing_frames(self) -> list[torch.Tensor]:
         """Real frames to time the student on as it ships (`nas.speedup`): the first
         validation clip's, two key-frame intervals of them, normalised, one at a time."""
-        images = next(iter(self.val.span_frames()))
+        images = next(iter(self.val.span_frames()), None)
+        if images is None:  # no validation clip: the first training clip's frames
+            images = next(iter(self.train.span_frames()))
         frames = (self.to_input(image[None]) for image in images)
         return timing_frames(frames, self.options.interval or 1)
 

@@ -272,7 +272,8 @@ class DeltaConv(nn.Module):
                 convs = tiled_convs(block)
                 if convs is not None:  # z_k + g(a - a_k) on the tiles that changed
                     if self.key_scale is None:  # the threshold's unit, once per key frame
-                        self.key_scale = float(self.a_key.abs().mean())
+                        key = self.a_key
+                        self.key_scale = float(torch.linalg.vector_norm(key, 1)) / key.numel()
                     return self.skip.run(convs, self._input_delta(a), z_key, self.key_scale)
             if inference and self.offset is not None:  # c_k + g(a), the linear form
                 out = block(a)

@@ -121,7 +121,8 @@ class TileSkip:
         bottom = (tiles_y - 1) * step_y + span_y - height - rows.padding
         right = (tiles_x - 1) * step_x + span_x - width - cols.padding
         pads = (cols.padding, max(right, 0), rows.padding, max(bottom, 0))
-        change = delta.abs().amax(dim=1, keepdim=True)
+        low, high = torch.aminmax(delta, dim=1, keepdim=True)  # |d| max without an |d| tensor
+        change = torch.maximum(high, low.neg_())
         reach = F.max_pool2d(F.pad(change, pads), (span_y, span_x), stride=(step_y, step_x))[
             :, 0, :tiles_y, :tiles_x
         ]
@@ -141,6 +142,8 @@ class TileSkip:
                 .unfold(2, span_y, step_y)
                 .unfold(3, span_x, step_x)[active[:, 0], :, active[:, 1], active[:, 2]]
             )  # active x C x span_y x span_x
+            # In the frame's layout: a CPU conv runs much faster channels-last (`nas.layout`).
+            windows = windows.contiguous(memory_format=_format(delta))
             tiles = out.unfold(2, tile, tile).unfold(3, tile, tile)
             tiles[active[:, 0], :, active[:, 1], active[:, 2]] += _through(
                 convs, windows, padded=True
