@@ -256,7 +256,10 @@ def train(
         help="Fit the low-rank blocks to the student's own inputs, in closed form, first.",
     ),
     eval_every: int = typer.Option(
-        50, "--eval-every", min=1, help="Steps between measures of R on held-out clips."
+        50,
+        "--eval-every",
+        min=1,
+        help="Steps between measures of R on held-out clips; the best-measured weights are kept.",
     ),
     finetune: bool = typer.Option(False, "--finetune", help="Also fine-tune the teacher's layers."),
     checkpoint_every: int = typer.Option(

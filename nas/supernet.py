@@ -268,7 +268,7 @@ class DeltaConv(nn.Module):
             if inference and shortcut == "key" and z_key is not None:  # z_k + 0
                 return z_key.clone() if self.copy_cache or frame.fresh_output else z_key
             self.input_hw = tuple(a.shape[-2:])
-            if inference and self.skip is not None and self.a_key is not None:
+            if inference and self.skip is not None and not self.per_frame:
                 convs = tiled_convs(block)
                 if convs is not None:  # z_k + g(a - a_k) on the tiles that changed
                     if self.key_scale is None:  # the threshold's unit, once per key frame
