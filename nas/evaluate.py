@@ -52,6 +52,7 @@ from nas.cost import count_macs
 from nas.data import Video, open_videos, resize_crop, videos_or_default
 from nas.errors import NasError
 from nas.graph import layer_graph
+from nas.latency import sync
 from nas.layout import in_layout
 from nas.pipeline import start_stats, video_clips
 from nas.runner import DeltaRunner
@@ -164,17 +165,12 @@ def verdict(
     return f"the student beats every cheap answer at the same cost ({measured}: {scores})"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(device: torch.device, run: Callable, x: torch.Tensor):
     """`run(x)` and the seconds it took, synchronised on the device on both sides."""
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     out = run(x)
-    _sync(device)
+    sync(device)
     return out, time.perf_counter() - start
 
 

@@ -73,7 +73,8 @@ def fixed_threads(threads: int):
         torch.set_num_threads(before)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so a clock reads what it ran."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -93,11 +94,11 @@ def measure(
     with fixed_threads(threads), torch.inference_mode():
         for _ in range(warmup):
             fn()
-        _sync(device)
+        sync(device)
         for _ in range(repeats):
             start = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - start)
     return Timing(statistics.median(times), min(times), max(times), repeats, str(device), threads)
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from nas.latency import fixed_threads
+from nas.latency import fixed_threads, sync
 from nas.layout import in_layout
 from nas.runner import DeltaRunner
 from nas.supernet import DeltaModel, amortised
@@ -46,11 +46,6 @@ def speedup_metrics(
         "speedup": speedup,
         "speedup_share": speedup / macs_ratio,
     }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_student(
@@ -81,21 +76,21 @@ def time_student(
         with fixed_threads(threads), torch.inference_mode():
             for _ in range(rounds + 1):
                 if module is not None:
-                    _sync(device)
+                    sync(device)
                     start = time.perf_counter()
                     for x in frames:
                         module(x)
-                    _sync(device)
+                    sync(device)
                     times["teacher_s"].append((time.perf_counter() - start) / len(frames))
                 if runner is None:
                     continue
                 runner.reset()
                 spent = {True: [], False: []}
                 for x in frames:
-                    _sync(device)
+                    sync(device)
                     start = time.perf_counter()
                     step = runner.step(x)
-                    _sync(device)
+                    sync(device)
                     spent[step.is_key].append(time.perf_counter() - start)
                 for name, key in (("keyframe_s", True), ("delta_frame_s", False)):
                     times[name].append(statistics.mean(spent[key]) if spent[key] else 0.0)
