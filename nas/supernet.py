@@ -198,8 +198,10 @@ class DeltaConv(nn.Module):
         # default: the cost model does not count the block call it adds to every key frame
         # yet, so the recurrence z_k + g(a_t - a_k) is what a spec's multiply-adds describe.
         self.linear = False
-        # Delta frames at inference skip the tiles whose input did not change (`nas.tiles`).
+        # Delta frames at inference skip the tiles whose input did not change (`nas.tiles`),
+        # running the block's convs `tiled` (None: the block runs densely).
         self.skip: TileSkip | None = None
+        self.tiled: list[nn.Conv2d] | None = None
         self.key_scale: float | None = None  # mean |a_k|, the skipping threshold's unit
         self._versions: tuple[int, int] = (0, 0)
 
@@ -239,10 +241,7 @@ class DeltaConv(nn.Module):
         if shortcut == "conv":
             return
         if shortcut is None and self.linear:
-            out = self.block(a)
-            if out.shape != z.shape:  # a block output that broadcasts (a pooled 1x1)
-                out = out.expand_as(z)
-            self.offset = z - out
+            self.offset = z - self.block(a)  # (a block output may broadcast: a pooled 1x1)
             return
         self.z_key = z.clone() if self.copy_cache else z
         self.frame.kept.add(storage(self.z_key))
@@ -268,13 +267,12 @@ class DeltaConv(nn.Module):
             if inference and shortcut == "key" and z_key is not None:  # z_k + 0
                 return z_key.clone() if self.copy_cache or frame.fresh_output else z_key
             self.input_hw = tuple(a.shape[-2:])
-            if inference and self.skip is not None and not self.per_frame:
-                convs = tiled_convs(block)
-                if convs is not None:  # z_k + g(a - a_k) on the tiles that changed
-                    if self.key_scale is None:  # the threshold's unit, once per key frame
-                        key = self.a_key
-                        self.key_scale = float(torch.linalg.vector_norm(key, 1)) / key.numel()
-                    return self.skip.run(convs, self._input_delta(a), z_key, self.key_scale)
+            if inference and self.skip is not None and self.tiled is not None:
+                # z_k + g(a - a_k) on the tiles that changed
+                if self.key_scale is None:  # the threshold's unit, once per key frame
+                    key = self.a_key
+                    self.key_scale = float(torch.linalg.vector_norm(key, 1)) / key.numel()
+                return self.skip.run(self.tiled, self._input_delta(a), z_key, self.key_scale)
             if inference and self.offset is not None:  # c_k + g(a), the linear form
                 out = block(a)
                 return (
@@ -477,8 +475,9 @@ class DeltaModel(nn.Module):
     def use_skipping(self, skip: TileSkip | None) -> DeltaModel:
         """Skip, on inference delta frames, the tiles whose input did not change (`nas.tiles`;
         None: run every layer densely). Caches are dropped: the next frame must be a key frame."""
-        for _, conv in self.delta_convs():
+        for _, conv in self.delta_convs():  # per-frame modes have no key frame to skip from
             conv.skip = skip
+            conv.tiled = None if skip is None or self.per_frame else tiled_convs(conv.block)
         self.clear()
         return self
 

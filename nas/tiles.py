@@ -26,11 +26,13 @@ padding. A block that pools first (`down2_`) runs densely: its upsampling reads 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nas.layout import is_channels_last
 
 TILE = 16  # output pixels per tile side
 DENSE_ABOVE = 0.5  # share of active tiles above which a layer runs densely
@@ -94,11 +96,9 @@ class TileSkip:
     dense_above: float = DENSE_ABOVE
     active: int = 0
     total: int = 0
-    dense_layers: int = 0
-    layers: dict[str, float] = field(default_factory=dict)
 
     def reset(self) -> None:
-        self.active = self.total = self.dense_layers = 0
+        self.active = self.total = 0
 
     @property
     def active_share(self) -> float:
@@ -131,7 +131,6 @@ class TileSkip:
         self.total += count
         if len(active) > self.dense_above * count:
             self.active += count
-            self.dense_layers += 1
             return _through(convs, delta, padded=False).add_(z_key)
         self.active += len(active)
         extra_y, extra_x = tiles_y * tile - out_h, tiles_x * tile - out_w
@@ -162,6 +161,4 @@ def _through(convs: list[nn.Conv2d], x: torch.Tensor, *, padded: bool) -> torch.
 
 
 def _format(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format

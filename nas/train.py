@@ -109,6 +109,11 @@ class Calibration:
         )
 
 
+def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of `model`'s state dict that later training steps leave as it was."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def calibrate_student(
     student: DeltaModel,
     next_batch: Callable[[torch.Generator], tuple],
@@ -124,7 +129,7 @@ def calibrate_student(
     generator = torch.Generator().manual_seed(seed + 7)
     fitted = [next_batch(generator) for _ in range(batches)]
     checks = [next_batch(generator) for _ in range(CHECK_BATCHES)]
-    before = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    before = state_copy(student)
     r_before = batches_r(student, checks)
     report = refit_student(student, fitted, seed=seed)
     r_after = batches_r(student, checks)
@@ -243,7 +248,7 @@ def train_student(
         student.clear()
         student.train()
         if r is not None and (best is None or r > best[0]):
-            best = (r, {k: v.detach().clone() for k, v in student.state_dict().items()})
+            best = (r, state_copy(student))
         return r
 
     checkpoint = out / CHECKPOINT
