@@ -152,23 +152,29 @@ def calibrated_once(student: DeltaModel, next_batch: Callable, path: Path) -> De
 def held_out_r(
     teacher: Teacher, clips: VideoClips, spec: Spec, *, device: torch.device
 ) -> Callable[[DeltaModel], float | None]:
-    """`validate` for `train_student`: the student's R on the first `VALIDATION_FRAMES` frames
-    of every held-out sequence, run as in use (`nas.holdout`); None in the per-frame modes."""
+    """`validate` for `train_student`: the mean over held-out sequences of the student's R on
+    the first `VALIDATION_FRAMES` frames of each, run as in use (`nas.holdout`); None in the
+    per-frame modes. Each clip weighs the same, whatever its change energy: pooled, a clip
+    whose output barely moves (text that stands still) would count for nothing, and weights
+    that lose most of its change could still be kept."""
     if spec.mode != "delta":
         return lambda student: None
     size = tuple(spec.input_size)
 
     def validate(student: DeltaModel) -> float | None:
-        spans = (itertools.islice(frames, VALIDATION_FRAMES) for frames in clips.span_frames())
-        scores = held_out_agreement(
-            teacher,
-            student,
-            spans,
-            interval=spec.keyframe_interval,
-            student_size=size,
-            device=device,
-        )
-        return None if math.isnan(scores["r"]) else scores["r"]
+        found = []
+        for frames in clips.span_frames():
+            r = held_out_agreement(
+                teacher,
+                student,
+                [itertools.islice(frames, VALIDATION_FRAMES)],
+                interval=spec.keyframe_interval,
+                student_size=size,
+                device=device,
+            )["r"]
+            if not math.isnan(r):
+                found.append(r)
+        return sum(found) / len(found) if found else None
 
     return validate
 

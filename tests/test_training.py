@@ -172,3 +172,37 @@ def test_full_blocks_are_not_trained(setup, tmp_path):
     trained = {id(p) for p in trainable(student, finetune=False)}
     assert all(id(p) in trained for block in others for p in block.parameters())
     assert all(id(p) not in trained for block in full for p in block.parameters())
+
+
+def test_validation_weighs_every_clip_the_same(setup, tmp_path):
+    """`held_out_r` is the mean of each held-out clip's own R, not R pooled over the clips: a
+    clip whose output barely changes counts as much as one that moves."""
+    from nas.holdout import held_out_agreement
+    from nas.train import VALIDATION_FRAMES, held_out_r
+
+    run, student, _ = setup
+    spec = load_spec(uniform_spec(run, tmp_path / "spec.json", None))
+    moving = [frame.clone() for frame in next(iter(run.val.span_frames()))]
+    generator = torch.Generator().manual_seed(0)
+    still = [
+        (moving[0].float() + torch.randint(-2, 3, moving[0].shape, generator=generator))
+        .clamp(0, 255)
+        .to(torch.uint8)
+        for _ in moving
+    ]
+
+    class Clips:
+        def span_frames(self):
+            return (iter(frames) for frames in (moving, still))
+
+    def r_of(spans):
+        return held_out_agreement(
+            run.teacher, student, spans, interval=spec.keyframe_interval,
+            student_size=tuple(spec.input_size), device=torch.device("cpu"),
+        )["r"]  # fmt: skip
+
+    each = [r_of([frames[:VALIDATION_FRAMES]]) for frames in (moving, still)]
+    pooled = r_of([moving[:VALIDATION_FRAMES], still[:VALIDATION_FRAMES]])
+    found = held_out_r(run.teacher, Clips(), spec, device=torch.device("cpu"))(student)
+    assert found == pytest.approx(sum(each) / 2, abs=1e-9)
+    assert abs(found - pooled) > 1e-3  # the still clip would barely count, pooled
