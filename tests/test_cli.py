@@ -1,7 +1,9 @@
 """The `nas` command, run as a user runs it: published figures, tables, and one-line errors."""
 
 import json
+import os
 import re
+import stat
 
 import pandas as pd
 import pytest
@@ -179,8 +181,13 @@ def test_search_writes_study_spec_and_summary(run_nas, tmp_path):
     result = run_nas(*TINY_ARGS, "--budget", "3MFLOPs", "--out", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     run = tmp_path / "run"
+    mask = os.umask(0o022)
+    os.umask(mask)
     for name in ("spec.json", "trials.csv", "trials.parquet", "study.db", "dashboard.html"):
         assert (run / name).is_file(), name
+        # the permissions of a plain write: a trainer or a web server under another account
+        # can read them
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o666 & ~mask, name
     assert "Pareto-optimal trials (feasible)" in result.stdout
     assert "layers per candidate kind:" in result.stdout
     assert f"spec written to {run / 'spec.json'}" in result.stdout.replace("\n", "")
