@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from nas.cost import cost_report
-from nas.sizes import parse_size
+from nas.core.sizes import parse_size
+from nas.cost.macs import cost_report
 from nas.teachers import load_teacher
 
 

@@ -9,7 +9,7 @@ be beaten by any block; a conv whose time is arithmetic (many channels on a smal
 For every non-grouped conv of the teacher (BN folded) this times, on the teacher's own input
 to that conv (the first frame of the built-in clip), side by side in one run:
 - the conv alone;
-- the delta layer at inference (`nas.supernet.DeltaConv`, its cache from a key frame) with
+- the delta layer at inference (`nas.delta.model.DeltaConv`, its cache from a key frame) with
   the least arithmetic any block does, a rank-1 `lowrank` block, so what is left is the
   recurrence's traffic;
 and prints both with the bytes each moves, then the layers where even the rank-1 delta layer is
@@ -25,13 +25,13 @@ import argparse
 
 import torch
 
+from nas.core.sizes import parse_size
+from nas.cost.latency import default_threads, measure
 from nas.data.resolve import open_video
 from nas.data.stack import load_frames
-from nas.fold import fold_batchnorms
-from nas.graph import layer_graph
-from nas.latency import default_threads, measure
-from nas.sizes import parse_size
-from nas.supernet import DeltaConv, Phase
+from nas.delta.model import DeltaConv, Phase
+from nas.graph.fold import fold_batchnorms
+from nas.graph.layers import layer_graph
 from nas.teachers import load_teacher
 from search_spaces import build_candidate
 

@@ -2,15 +2,15 @@
 
 For one teacher, frame size and budget:
 
-1. the screen (`nas.interval`, what `--keyframe-interval auto` runs): every interval the budget
+1. the screen (`nas.searching.interval`, what `--keyframe-interval auto` runs): every interval the
+budget
    allows, measured on an untrained allocation; its line is printed as `nas search` prints it;
 2. for each interval of `--intervals`, the real thing: `nas search` at that K, the searched
-   student calibrated on its own inputs (`nas.train.calibrate_student`), and the screen's own
-   allocation at that K (untrained, data-aware start), scored on the
-   held-out frames of every built-in clip by `nas.compare`, beside the key frame repeated at
-   the same cost. Every column's R is against one denominator, the key frame repeated every
-   `--reference` frames, so the rows compare directly across intervals (R of a student at K
-   is then not its R against its own K).
+   student calibrated on its own inputs (`nas.student.train.calibrate_student`), and the screen's
+   own allocation at that K (untrained, data-aware start), scored on the held-out frames of every
+   built-in clip by `nas.student.compare`, beside the key frame repeated at the same cost. Every
+   column's R is against one denominator, the key frame repeated every `--reference` frames, so the
+   rows compare directly across intervals (R of a student at K is then not its R against its own K).
 
 Each interval's search and calibration are kept in `--out` and skipped when found:
 
@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-from nas.baselines import repeat_interval
-from nas.compare import Repeated, Student, compare
 from nas.data import videos_or_default
-from nas.hpo import Objective, StudyOptions
-from nas.pipeline import SearchOptions, prepare, search
+from nas.searching.pipeline import SearchOptions, prepare, search
 from nas.spec import load_spec
-from nas.student import build_student
-from nas.train import calibrated_once
+from nas.student.baselines import repeat_interval
+from nas.student.build import build_student
+from nas.student.compare import Repeated, Student, compare
+from nas.student.train import calibrated_once
+from nas.study.hpo import Objective, StudyOptions
 
 
 def main() -> None:

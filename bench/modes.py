@@ -34,15 +34,15 @@ from pathlib import Path
 
 import torch
 
-from nas.budget import Budget, CostKind
-from nas.cost import count_macs
-from nas.errors import NasError
-from nas.evaluate import evaluate
-from nas.pipeline import SearchOptions, prepare, search
-from nas.sizes import parse_size, scaled_size
-from nas.student import build_student
+from nas.core.errors import NasError
+from nas.core.sizes import parse_size, scaled_size
+from nas.cost.budget import Budget, CostKind
+from nas.cost.macs import count_macs
+from nas.searching.pipeline import SearchOptions, prepare, search
+from nas.student.build import build_student
+from nas.student.evaluate import evaluate
+from nas.student.train import TrainConfig, train_student
 from nas.teachers import load_teacher
-from nas.train import TrainConfig, train_student
 
 TEACHER = "ppocrv4_det"
 

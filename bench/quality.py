@@ -4,15 +4,16 @@ For each trained teacher and each share of its amortised multiply-adds, on the b
 
 1. `nas search` (delta mode, key frame every K) on the first `--max-frames` frames of every clip;
 2. the searched student, built from its spec with the data-aware start (`nas.build_student`);
-3. the same, calibrated on its own inputs (`nas.refit.refit_student`, closed form);
-4. the same, then trained (`nas.train.train_student`, the default recipe), with its CPU minutes;
+3. the same, calibrated on its own inputs (`nas.student.refit.refit_student`, closed form);
+4. the same, then trained (`nas.student.train.train_student`, the default recipe), with its CPU
+minutes;
 
-scored beside the cheap answers at the same amortised cost (`nas.baselines`): the key frame
-repeated every K' frames, the teacher on smaller frames, and the uniform student (one rank
-fraction for every dense conv, data-aware start, untrained). Scores are `nas.compare`'s on the
-validation frames of each clip (the last 20% of its first `--max-frames`, never trained on):
-R (0: the key frame repeated every K, 1: the teacher; every column against the same
-denominator), agreement with the teacher over all frames, and temporal consistency TC.
+scored beside the cheap answers at the same amortised cost (`nas.student.baselines`): the key frame
+repeated every K' frames, the teacher on smaller frames, and the uniform student (one rank fraction
+for every dense conv, data-aware start, untrained). Scores are `nas.student.compare`'s on the
+validation frames of each clip (the last 20% of its first `--max-frames`, never trained on): R (0:
+the key frame repeated every K, 1: the teacher; every column against the same denominator),
+agreement with the teacher over all frames, and temporal consistency TC.
 
 `--mode perframe` or `resolution` runs the per-frame modes instead (no key frames, nothing to
 calibrate: the searched and trained rows, with the same baselines; R is against the key frame
@@ -35,14 +36,20 @@ from pathlib import Path
 
 import torch
 
-from nas.compare import BASELINES, Student, baseline_columns, compare
+from nas.core.io import atomic_write_text
 from nas.data import videos_or_default
-from nas.hpo import Objective, StudyOptions
-from nas.io import atomic_write_text
-from nas.pipeline import SearchOptions, prepare, search
+from nas.searching.pipeline import SearchOptions, prepare, search
 from nas.spec import load_spec
-from nas.student import build_student, load_student_weights
-from nas.train import TrainConfig, calibrate_student, held_out_r, save_weights, train_student
+from nas.student.build import build_student, load_student_weights
+from nas.student.compare import BASELINES, Student, baseline_columns, compare
+from nas.student.train import (
+    TrainConfig,
+    calibrate_student,
+    held_out_r,
+    save_weights,
+    train_student,
+)
+from nas.study.hpo import Objective, StudyOptions
 
 TEACHERS = "ppocrv4_det:480x640,u2netp:320x320"
 
@@ -73,7 +80,7 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
         seed=args.seed,
     )
     k = args.k
-    if delta and k == "auto":  # as `nas search` chooses it (`nas.interval`)
+    if delta and k == "auto":  # as `nas search` chooses it (`nas.searching.interval`)
         screen = Objective(StudyOptions(search=options, keyframe_interval_auto=True)).screen()
         print(f"[{teacher} {size} {fraction:.3g}] {screen.summary()}", flush=True)
         k = screen.chosen

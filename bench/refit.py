@@ -1,13 +1,13 @@
-"""Does calibrating a delta student on its own inputs (`nas.refit`) beat its SVD starts?
+"""Does calibrating a delta student on its own inputs (`nas.student.refit`) beat its SVD starts?
 
 Teacher: U²-Net-p (`u2netp`) at 192x256, on the built-in `sample:carphone` clip. Uniform
 students (every dense conv `lowrank` at a fraction f of its maximal, exact rank; depthwise convs
 `full`, u2netp has none), key frame every K=3, untrained, in three versions:
 - plain: the truncated SVD of each folded weight;
 - data-aware: the SVD in the metric of the teacher's measured input changes
-  (`nas.calibrate.delta_statistics`, on the fitting frames);
+  (`nas.student.statistics.delta_statistics`, on the fitting frames);
 - data-aware + refit: then each block refitted, layer by layer, to the input changes the
-  student itself produces (`nas.refit.refit_student`, on the same frames).
+  student itself produces (`nas.student.refit.refit_student`, on the same frames).
 Fitted on (key, frame) pairs of the first `--fit-frames` frames (key frames every K), scored by
 `nas.DeltaRunner` on frames `--score` (default 60-100): R = 1 - sum|y_hat - y|^2 / sum|y_key - y|^2
 over the delta frames (`evaluators.Recovered`), 0 = the key frame repeated, 1 = the teacher.
@@ -23,14 +23,14 @@ import time
 import torch
 
 from evaluators.recovered import Recovered
-from nas.calibrate import delta_statistics
+from nas.core.sizes import parse_size
 from nas.data.resolve import open_video
 from nas.data.stack import load_frames
-from nas.graph import layer_graph
-from nas.refit import refit_student
-from nas.runner import DeltaRunner
-from nas.sizes import parse_size
-from nas.supernet import DeltaModel
+from nas.delta.model import DeltaModel
+from nas.delta.runner import DeltaRunner
+from nas.graph.layers import layer_graph
+from nas.student.refit import refit_student
+from nas.student.statistics import delta_statistics
 from nas.teachers import load_teacher
 from nas.teachers.base import select_output
 from search_spaces import build_candidate, max_rank

@@ -30,7 +30,7 @@ and it gives the layers left `full` as shares of the teacher's conv multiply-add
 
 Multiply-adds are counted as torchvision counts them, which includes the products of kernel
 taps with zero padding. The channels-last CPU kernels skip those, and in DeepLabV3's atrous
-pyramid at 520x520 they are nearly half the teacher's count (`nas.cost.padding_macs`); so each
+pyramid at 520x520 they are nearly half the teacher's count (`nas.cost.macs.padding_macs`); so each
 line also gives the ratio of the multiply-adds the two models execute (padding products left
 out) and the speed-up as a share of that. The second table adds the share a delta model would
 reach if its blocks ran at the teacher convs' own pace (ms per executed multiply-add, measured
@@ -38,7 +38,7 @@ in the same layout), its key frame at the folded teacher's time and what it runs
 blocks as measured: where that is short of the target, only blocks faster per multiply-add than
 the teacher's own convs could meet it.
 
-Each spec's line also says how many layers run a block on delta frames (`nas.liveness`), the
+Each spec's line also says how many layers run a block on delta frames (`nas.delta.liveness`), the
 search's agreement with the teacher on held-out frames, and the student's error on frames of the
 built-in clip as a share of the error of repeating the key frame's output. A spec whose every
 layer is idle repeats the key frame's output (a share of 1), and so does one whose predicted
@@ -64,7 +64,7 @@ teacher in interleaved rounds on real frames of each built-in clip, with a delta
 form: the recurrence z_k + g(a - a_k) as trained; the linear form c_k + g(a) (c_k = z_k -
 g(a_k) kept from the key frame: no subtraction pass, one block call more on the key frame, whose
 multiply-adds its ratio counts); and the recurrence skipping the tiles whose input did not
-change (`nas.tiles`) at each of `--thresholds`, with the share of tiles it ran. Each row also
+change (`nas.delta.tiles`) at each of `--thresholds`, with the share of tiles it ran. Each row also
 gives R on the timed frames, so that a threshold's cost in quality is beside its time:
 
     python bench/runner_speed.py --forms --teacher u2netp --size 320x320 --spec SPEC.json
@@ -84,26 +84,26 @@ from pathlib import Path
 import torch
 
 from evaluators import ErrorVsKey
-from nas.budget import Budget, CostKind, parse_budget
-from nas.cost import count_macs, padding_macs
+from nas.core.errors import NasError
+from nas.core.layout import layout_for
+from nas.core.sizes import parse_size
+from nas.cost.amortised import amortised
+from nas.cost.budget import Budget, CostKind, parse_budget
+from nas.cost.latency import fixed_threads, time_module
+from nas.cost.macs import count_macs, padding_macs
 from nas.data import load_frames, open_video
-from nas.errors import NasError
-from nas.fold import fold_batchnorms
-from nas.graph import layer_graph
-from nas.holdout import held_out_agreement
-from nas.latency import fixed_threads, time_module
-from nas.layout import layout_for
-from nas.liveness import NO_CHANGE, idle_layers, layer_sources
-from nas.pipeline import SearchOptions, make_spec, prepare, search
-from nas.runner import DeltaRunner
-from nas.sizes import parse_size
+from nas.delta.liveness import NO_CHANGE, idle_layers, layer_sources
+from nas.delta.runner import DeltaRunner
+from nas.delta.tiles import TileSkip
+from nas.graph.fold import fold_batchnorms
+from nas.graph.layers import layer_graph
+from nas.searching.pipeline import SearchOptions, make_spec, prepare, search
+from nas.searching.tables import block_latencies, macs_table
 from nas.spec import Spec, load_spec, save_spec
-from nas.speedup import SPEED_TARGET, time_student, timing_frames
-from nas.student import build_student, idle_layers_of, teacher_for
-from nas.supernet import amortised
-from nas.tables import block_latencies, macs_table
+from nas.student.build import build_student, idle_layers_of, teacher_for
+from nas.student.holdout import held_out_agreement
+from nas.student.speed import SPEED_TARGET, time_student, timing_frames
 from nas.teachers import load_teacher
-from nas.tiles import TileSkip
 from search_spaces import build_candidate
 
 CLIP = "sample:bikes"  # real frames, for how much of the change a student predicts
@@ -405,7 +405,7 @@ def key_extra_macs(spec: Spec, idle: set[str]) -> int:
 
 
 def forms(thresholds: list[float]) -> dict[str, tuple[bool, TileSkip | None]]:
-    """A delta frame's forms (`nas.supernet.DeltaConv`): name -> (linear, skipping)."""
+    """A delta frame's forms (`nas.delta.model.DeltaConv`): name -> (linear, skipping)."""
     found = {"recurrence": (False, None), "linear": (True, None)}
     for threshold in thresholds:
         found[f"skip {threshold:g}"] = (False, TileSkip(threshold=threshold))
@@ -426,12 +426,12 @@ def forms_table(
     thresholds: list[float],
     clips: list[str],
 ) -> None:
-    """Each spec's student as it ships (`nas.build_student`, run by `DeltaRunner` in the
-    device's layout), a delta frame in each form, timed side by side with the teacher's module
-    (`nas.speedup.time_student`, interleaved rounds) on four key-frame intervals of real frames
-    of each of `clips`: the amortised speed-up beside the multiply-add ratio (for the linear
-    form with the key frame's extra block calls counted), R on those frames, and for skipping
-    the share of tiles run."""
+    """Each spec's student as it ships (`nas.build_student`, run by `DeltaRunner` in the device's
+    layout), a delta frame in each form, timed side by side with the teacher's module
+    (`nas.student.speed.time_student`, interleaved rounds) on four key-frame intervals of real
+    frames of each of `clips`: the amortised speed-up beside the multiply-add ratio (for the linear
+    form with the key frame's extra block calls counted), R on those frames, and for skipping the
+    share of tiles run."""
     channels_last = layout_for(device)
     print(
         f"\nAs it ships, on real frames ({'NHWC' if channels_last else 'NCHW'}; ms per frame; "

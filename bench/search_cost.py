@@ -31,10 +31,10 @@ VARIANTS = ("single-path", "all-paths", "student")
 
 
 def one_variant(variant: str, device: str, size: tuple[int, int], repeats: int, batch: int) -> dict:
-    from nas.distill import LossWeights, delta_losses
-    from nas.graph import layer_graph
-    from nas.inner import build_supernet
-    from nas.tables import macs_table
+    from nas.graph.layers import layer_graph
+    from nas.searching.supernet import build_supernet
+    from nas.searching.tables import macs_table
+    from nas.student.losses import LossWeights, delta_losses
     from nas.teachers import load_teacher
     from search_spaces import build_candidate, load_preset, resolve_candidates
 

@@ -26,11 +26,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from nas.budget import Budget, CostKind
-from nas.errors import NasError
-from nas.inner import CostTable, run_search
-from nas.pipeline import SearchOptions, prepare, validate
-from nas.supernet import amortised
+from nas.core.errors import NasError
+from nas.cost.amortised import CostTable, amortised
+from nas.cost.budget import Budget, CostKind
+from nas.searching.pipeline import SearchOptions, prepare, validate
+from nas.searching.supernet import run_search
 from search_spaces import resolve_candidates
 
 THRESHOLD = 0.3

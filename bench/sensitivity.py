@@ -1,4 +1,5 @@
-"""Each layer's output sensitivity (`nas.inner.measure_sensitivity`) beside its multiply-adds.
+"""Each layer's output sensitivity (`nas.searching.supernet.measure_sensitivity`) beside its
+multiply-adds.
 
 On the first training batch of a search's data (two (key frame, frame t) pairs of the teacher's
 default clips, key frame every K), every layer runs exactly and then, one at a time, predicts no
@@ -15,9 +16,9 @@ import argparse
 
 import torch
 
-from nas.distill import student_losses
-from nas.inner import measure_all_candidates, measure_sensitivity
-from nas.pipeline import SearchOptions, prepare
+from nas.searching.pipeline import SearchOptions, prepare
+from nas.searching.supernet import measure_all_candidates, measure_sensitivity
+from nas.student.losses import student_losses
 
 
 def main() -> None:

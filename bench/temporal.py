@@ -20,14 +20,15 @@ from pathlib import Path
 
 import torch
 
-from nas.cost import count_macs
-from nas.evaluate import evaluate
-from nas.liveness import NO_CHANGE
-from nas.pipeline import SearchOptions, clip_batches, search, video_clips
-from nas.sizes import parse_size
-from nas.student import build_student, idle_layers_of, teacher_for
+from nas.core.sizes import parse_size
+from nas.cost.macs import count_macs
+from nas.delta.liveness import NO_CHANGE
+from nas.searching.pipeline import SearchOptions, search
+from nas.student.build import build_student, idle_layers_of, teacher_for
+from nas.student.clips import clip_batches, video_clips
+from nas.student.evaluate import evaluate
+from nas.student.train import TrainConfig, train_student
 from nas.teachers import load_teacher
-from nas.train import TrainConfig, train_student
 
 CLIPS = ("sample:bikes", "sample:carphone", "sample:bigbuckbunny")
 

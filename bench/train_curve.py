@@ -1,10 +1,10 @@
 """How R grows with training, per learning rate: the numbers behind `nas train`'s defaults.
 
 A student is searched once (`nas search` as a function, delta mode, key frame every K) and
-calibrated on its own inputs (`nas.train.calibrate_student`); then, from those same weights, it
-is trained with each peak learning rate (warm-up and cosine, `nas.train`), and its R on the
-held-out frames of every built-in clip (`nas.train.held_out_r`, as `nas train` shows it) is
-printed every `--every` steps beside the CPU minutes spent training so far.
+calibrated on its own inputs (`nas.student.train.calibrate_student`); then, from those same weights,
+it is trained with each peak learning rate (warm-up and cosine, `nas.student.train`), and its R on
+the held-out frames of every built-in clip (`nas.student.train.held_out_r`, as `nas train` shows it)
+is printed every `--every` steps beside the CPU minutes spent training so far.
 
     python bench/train_curve.py --teacher u2netp --input-size 192x256 --steps 100 --lrs 1e-4,1e-3
 
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from nas.distill import LossWeights
-from nas.pipeline import SearchOptions, prepare, search
+from nas.searching.pipeline import SearchOptions, prepare, search
 from nas.spec import load_spec
-from nas.student import build_student, load_student_weights
-from nas.train import TrainConfig, calibrated_once, held_out_r, train_student
+from nas.student.build import build_student, load_student_weights
+from nas.student.losses import LossWeights
+from nas.student.train import TrainConfig, calibrated_once, held_out_r, train_student
 
 
 def main() -> None:

@@ -4,14 +4,12 @@ EVALUATORS.get("cost")(model, input_size=(520, 520))   # {"gflops": ..., "params
 EVALUATORS.get("temporal_consistency")(preds, frames, kind=kind, num_classes=19)  # {"tc": ...}
 EVALUATORS.get("recognition")(student_logits, teacher_logits, labels=labels)  # clips x T x C
 
-Accumulators for streams (`update` per frame or pair, then `compute`/`table`: `Recovered` is R,
+Accumulators for streams (`update` per frame or pair, then `compute`/`table`: `StreamScores`
+gathers agreement, MAE, R and the error against the key frame in one; `Recovered` is R,
 the share of the teacher's change since the key frame a student recovers) and the optical flow
 helpers the temporal-consistency metric and loss share are exported alongside.
 """
 
-# `nas` first: importing it imports modules that use evaluators (nas.holdout), which must find
-# this package's modules whole rather than halfway through this file.
-import nas  # noqa: F401
 from evaluators import agreement as _agreement
 from evaluators import cost as _cost
 from evaluators.by_distance import ByDistance
@@ -21,6 +19,7 @@ from evaluators.recognition import ClipRecognition
 from evaluators.recovered import Recovered
 from evaluators.registry import EVALUATORS
 from evaluators.segmentation import SegmentationMetric
+from evaluators.stream import StreamScores
 from evaluators.temporal import TemporalConsistency
 
 __all__ = [
@@ -30,6 +29,7 @@ __all__ = [
     "ErrorVsKey",
     "Recovered",
     "SegmentationMetric",
+    "StreamScores",
     "TemporalConsistency",
     "consistency_mask",
     "dis_flow",

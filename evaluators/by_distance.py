@@ -1,29 +1,28 @@
 """Error against distance from the key frame: how fast a delta model drifts from its teacher.
 
-Each frame's student output is scored against the teacher's with `evaluators.agreement.agreement`
-(agreement and MAE), grouped by the frame's distance from its key frame (`Step.distance` of the
+Each frame's student output is scored against the teacher's (`evaluators.StreamScores`:
+agreement and MAE), grouped by the frame's distance from its key frame (`Step.distance` of the
 runner, 0 on the key frame), and averaged per distance over frames.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
 
-from evaluators.agreement import agreement
 from evaluators.registry import EVALUATORS
-from nas.errors import NasError
+from evaluators.stream import StreamScores
+from nas.core.errors import NasError
 from nas.teachers.base import OutputKind
 
 
 class ByDistance:
-    """Per-distance sums of agreement and MAE; `table()` the per-distance means."""
+    """A `StreamScores` per distance; `table()` the per-distance means."""
 
     def __init__(self, *, threshold: float = 0.3) -> None:
         self.threshold = threshold
-        self._sums: dict[int, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+        self._by: dict[int, StreamScores] = {}
 
     def update(
         self, distance: int, student_out: torch.Tensor, teacher_out: torch.Tensor, kind: OutputKind
@@ -36,21 +35,22 @@ class ByDistance:
                 f"student output {tuple(student_out.shape)} and teacher output "
                 f"{tuple(teacher_out.shape)}: expected one shape"
             )
-        sums = self._sums[int(distance)]
+        scores = self._by.get(int(distance))
+        if scores is None:
+            scores = self._by[int(distance)] = StreamScores(kind, threshold=self.threshold)
         for i in range(len(student_out)):
-            scores = agreement(
-                student_out[i : i + 1], teacher_out[i : i + 1], kind=kind, threshold=self.threshold
-            )
-            sums[0] += 1
-            sums[1] += scores["agreement"]
-            sums[2] += scores["mae"]
+            scores.update(student_out[i : i + 1], teacher_out[i : i + 1])
 
     def table(self) -> list[dict]:
         """One row per distance, nearest first: distance, frames, mean agreement, mean MAE."""
-        return [
-            {"distance": d, "frames": n, "agreement": a / n, "mae": m / n}
-            for d, (n, a, m) in sorted(self._sums.items())
-        ]
+        rows = []
+        for d, scores in sorted(self._by.items()):
+            found = scores.compute()
+            rows.append(
+                {"distance": d, "frames": scores.updates, "agreement": found["agreement"],
+                 "mae": found["mae"]}
+            )  # fmt: skip
+        return rows
 
 
 @EVALUATORS.register("by_distance")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from evaluators.registry import EVALUATORS
-from nas.cost import count_macs, count_params
-from nas.latency import time_module
+from nas.cost.latency import time_module
+from nas.cost.macs import count_macs, count_params
 
 
 @EVALUATORS.register("cost")

@@ -19,7 +19,7 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 
-from nas.errors import NasError
+from nas.core.errors import NasError
 
 PRESETS = ("ultrafast", "fast", "medium")  # cv2.DISOPTICAL_FLOW_PRESET_* in this order
 MIN_SIDE = 16  # DIS refuses, or crashes the process (OpenCV 5.0), on frames smaller than this

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from evaluators.registry import EVALUATORS
-from nas.errors import NasError
+from nas.core.errors import NasError
 
 
 def consensus(logits: torch.Tensor) -> torch.Tensor:

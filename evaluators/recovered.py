@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from nas.errors import NasError
+from nas.core.errors import NasError
 
 
 def squared_error(a: torch.Tensor, b: torch.Tensor) -> float:

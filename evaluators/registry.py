@@ -1,5 +1,5 @@
 """The evaluator registry (the toolkit's one registry type)."""
 
-from nas.registry import Registry
+from nas.core.registry import Registry
 
 EVALUATORS = Registry("evaluator")

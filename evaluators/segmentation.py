@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from evaluators.registry import EVALUATORS
+from nas.core.errors import NasError
 from nas.data.frames import IGNORE_INDEX
-from nas.errors import NasError
 
 
 class SegmentationMetric:

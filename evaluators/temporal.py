@@ -23,7 +23,7 @@ import torch
 from evaluators.agreement import miou
 from evaluators.flow import dis_flow, warp_nearest
 from evaluators.registry import EVALUATORS
-from nas.errors import NasError
+from nas.core.errors import NasError
 from nas.teachers.base import OutputKind
 
 

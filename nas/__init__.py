@@ -9,18 +9,46 @@ the student from the spec, retrain it and run it on video.
     spec = nas.load_spec(result.out / "spec.json")
     student = nas.build_student(spec, nas.load_teacher(spec.teacher.name))
     for step in nas.DeltaRunner(student, interval=spec.keyframe_interval).run(frames): ...
+
+The package is cut by stage of the pipeline, each importing only from those before it (a
+contract `make lint` checks): `core`, `data`, `teachers`, `graph`, `cost`, `spec`, `delta`,
+`student`, `searching`, `study`, `dashboard`, `cli`. The names below are looked up on first use,
+so `import nas` loads none of them (nor Optuna, Plotly or torchvision) until then.
 """
 
-from nas.budget import Budget, CostKind, parse_budget
-from nas.cost import CostReport, cost_report, count_macs, count_params
-from nas.errors import NasError
-from nas.graph import ConvLayer, layer_graph
-from nas.hpo import StudyOptions, run_study
-from nas.pipeline import RunResult, SearchOptions, search
-from nas.runner import DeltaRunner
-from nas.spec import Spec, load_spec, save_spec
-from nas.student import build_student, load_student_weights, teacher_for
-from nas.teachers import TEACHERS, Teacher, load_teacher
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# name -> the module that defines it
+_EXPORTS = {
+    "TEACHERS": "nas.teachers",
+    "Teacher": "nas.teachers",
+    "load_teacher": "nas.teachers",
+    "Budget": "nas.cost.budget",
+    "CostKind": "nas.cost.budget",
+    "parse_budget": "nas.cost.budget",
+    "CostReport": "nas.cost.macs",
+    "cost_report": "nas.cost.macs",
+    "count_macs": "nas.cost.macs",
+    "count_params": "nas.cost.macs",
+    "NasError": "nas.core.errors",
+    "ConvLayer": "nas.graph.layers",
+    "layer_graph": "nas.graph.layers",
+    "StudyOptions": "nas.study.hpo",
+    "run_study": "nas.study.hpo",
+    "RunResult": "nas.searching.pipeline",
+    "SearchOptions": "nas.searching.pipeline",
+    "search": "nas.searching.pipeline",
+    "DeltaRunner": "nas.delta.runner",
+    "Spec": "nas.spec",
+    "load_spec": "nas.spec",
+    "save_spec": "nas.spec",
+    "build_student": "nas.student.build",
+    "load_student_weights": "nas.student.build",
+    "teacher_for": "nas.student.build",
+}
 
 __all__ = [
     "TEACHERS",
@@ -49,3 +77,29 @@ __all__ = [
     "search",
     "teacher_for",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nas' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from nas.core.errors import NasError
+    from nas.cost.budget import Budget, CostKind, parse_budget
+    from nas.cost.macs import CostReport, cost_report, count_macs, count_params
+    from nas.delta.runner import DeltaRunner
+    from nas.graph.layers import ConvLayer, layer_graph
+    from nas.searching.pipeline import RunResult, SearchOptions, search
+    from nas.spec import Spec, load_spec, save_spec
+    from nas.student.build import build_student, load_student_weights, teacher_for
+    from nas.study.hpo import StudyOptions, run_study
+    from nas.teachers import TEACHERS, Teacher, load_teacher

@@ -12,6 +12,7 @@ Validated on load (pydantic); an invalid file is a one-line error naming the fie
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from nas.errors import NasError
-from nas.graph import ConvLayer
-from nas.io import atomic_write_text
+from nas.core.errors import NasError
+from nas.core.io import atomic_write_text
+from nas.graph.layers import ConvLayer
 
 FORMAT = 1
 
@@ -103,14 +104,27 @@ class Totals(_Frozen):
     student_params: int = Field(ge=0)  # parameters of the student blocks
 
 
-MODES = ("delta", "perframe", "resolution")
+class Mode(str, Enum):
+    """How a student runs (DESIGN.md): `delta`, key frames and each layer's change between them;
+    `perframe`, a student block on every frame's features; `resolution`, the same on frames
+    downscaled to the student's size."""
+
+    DELTA = "delta"
+    PERFRAME = "perframe"
+    RESOLUTION = "resolution"
+
+    def __str__(self) -> str:  # the value in f-strings and messages, on every Python
+        return self.value
+
+
+MODES = tuple(mode.value for mode in Mode)
 
 
 class Spec(_Frozen):
     format: Literal[1] = FORMAT
     teacher: TeacherRef
     input_size: tuple[int, int]  # the student's input (and the size of every layer shape)
-    mode: Literal["delta", "perframe", "resolution"]
+    mode: Mode
     keyframe_interval: int = Field(ge=1)  # 1 in the per-frame modes: no key frames
     # Resolution mode: the frames' (and the teacher's) size, which the student downscales.
     teacher_input_size: tuple[int, int] | None = None
@@ -123,20 +137,20 @@ class Spec(_Frozen):
 
     @model_validator(mode="after")
     def _mode_fits(self) -> Spec:
-        if self.mode == "delta" and self.keyframe_interval < 2:
+        if self.mode == Mode.DELTA and self.keyframe_interval < 2:
             raise ValueError("a delta spec needs keyframe_interval >= 2")
-        if self.mode != "delta" and self.keyframe_interval != 1:
+        if self.mode != Mode.DELTA and self.keyframe_interval != 1:
             raise ValueError(f"a {self.mode} spec has no key frames: keyframe_interval must be 1")
-        if self.mode != "delta" and any(layer.candidate == "zero" for layer in self.layers):
+        if self.mode != Mode.DELTA and any(layer.candidate == "zero" for layer in self.layers):
             raise ValueError(f"`zero` predicts nothing in {self.mode} mode: no layer may use it")
-        if (self.mode == "resolution") != (self.teacher_input_size is not None):
+        if (self.mode == Mode.RESOLUTION) != (self.teacher_input_size is not None):
             raise ValueError("teacher_input_size is given exactly in resolution mode")
         return self
 
     @property
     def interval(self) -> int | None:
         """The key-frame interval, None when there are no key frames (per-frame modes)."""
-        return self.keyframe_interval if self.mode == "delta" else None
+        return self.keyframe_interval if self.mode == Mode.DELTA else None
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"

@@ -25,11 +25,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from nas.cost import conv_macs, conv_out_size
-from nas.errors import NasError
-from nas.graph import ConvLayer, conv_for
-from nas.registry import Registry
-from nas.resample import avg_pool, bilinear
+from nas.core.errors import NasError
+from nas.core.registry import Registry
+from nas.core.resample import avg_pool, bilinear
+from nas.cost.macs import conv_out_size
+from nas.graph.layers import ConvLayer, conv_for, conv_macs
 from search_spaces._whiten import InputStats, whitening
 
 
@@ -391,11 +391,11 @@ def pooled_hw(in_hw: tuple[int, int], factor: int) -> tuple[int, int]:
 class DownBlock(nn.Module):
     """`inner` run on the delta average-pooled by `factor` (ceil mode), its output upsampled
     (bilinear, align_corners=False) to exactly the layer's output size at the input's size
-    (both as matrix products on the CPU, see `nas.resample`).
+    (both as matrix products on the CPU, see `nas.core.resample`).
 
     Pooling is linear, so pool(a - a_k) = pool(a) - pool(a_k): at inference a delta layer keeps
     the pooled key input (`pool`) and takes the difference at the pooled size (`from_pooled`),
-    a quarter of the full-size subtraction (`nas.supernet.DeltaConv`).
+    a quarter of the full-size subtraction (`nas.delta.model.DeltaConv`).
     """
 
     def __init__(self, inner: nn.Module, layer: ConvLayer, *, factor: int = 2) -> None:

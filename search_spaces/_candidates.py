@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.errors import NasError
-from nas.graph import ConvLayer
+from nas.core.errors import NasError
+from nas.graph.layers import ConvLayer
 from search_spaces._blocks import CANDIDATES, DownBlock, Geometry, pooled_hw
 from search_spaces._strings import Candidate, as_candidate
 from search_spaces._whiten import InputStats

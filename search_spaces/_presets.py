@@ -45,9 +45,9 @@ from pydantic import (
     model_validator,
 )
 
-from nas.errors import NasError
-from nas.graph import ConvLayer
-from nas.registry import Registry
+from nas.core.errors import NasError
+from nas.core.registry import Registry
+from nas.graph.layers import ConvLayer
 from search_spaces._blocks import CANDIDATES, Geometry, pooled_hw
 from search_spaces._candidates import candidate_macs, candidate_params
 from search_spaces._strings import DOWN_FACTORS, Candidate, parse_kind

@@ -23,8 +23,8 @@ the grammar, with an error naming the bad token:
     'lowrank_r32'
     >>> decode("sep_r0")
     Traceback (most recent call last):
-    nas.errors.NasError: bad candidate 'sep_r0': token 'r0' is not a rank ('r' and an integer >= 1,
-    e.g. r16) (candidates look like full, zero, sep_r16, lowrank_r32, down2_sep_r8)
+    NasError: bad candidate 'sep_r0': token 'r0' is not a rank ('r' and an integer >= 1, e.g.
+    r16) (candidates look like full, zero, sep_r16, lowrank_r32, down2_sep_r8)
 
 `encode(decode(s)) == s` for every valid string.
 """
@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from nas.errors import NasError
+from nas.core.errors import NasError
 from search_spaces._blocks import CANDIDATES
 
 DOWN_FACTORS = (2,)  # the `downN_` prefixes there are

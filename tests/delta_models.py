@@ -1,9 +1,9 @@
 """Delta models of a teacher with given picks, for the tests of what runs on delta frames."""
 
-from nas.graph import layer_graph
-from nas.liveness import read_wiring
-from nas.replay import replay_for
-from nas.supernet import DeltaModel
+from nas.delta.liveness import read_wiring
+from nas.delta.model import DeltaModel
+from nas.delta.replay import replay_for
+from nas.graph.layers import layer_graph
 from search_spaces import build_candidate
 
 

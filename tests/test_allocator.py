@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from nas.allocator import retain_freed_memory
+from nas.delta.allocator import retain_freed_memory
 from tests.conftest import REPO
 
 # A runner is made (its setting taken, or in the reference not), then two 24 MiB blocks are
@@ -23,10 +23,10 @@ from tests.conftest import REPO
 # blocks afresh.
 SCRIPT = r"""
 import ctypes, ctypes.util, json, sys
-import nas.runner
-from nas.graph import layer_graph
-from nas.runner import DeltaRunner
-from nas.supernet import DeltaModel
+import nas.delta.runner
+from nas.graph.layers import layer_graph
+from nas.delta.runner import DeltaRunner
+from nas.delta.model import DeltaModel
 from search_spaces import build_candidate
 from tests.conftest import build_tiny
 
@@ -49,7 +49,7 @@ def allocate(size):
     return block
 
 if sys.argv[1] == "default":
-    nas.runner.retain_freed_memory = lambda: False
+    nas.delta.runner.retain_freed_memory = lambda: False
 net = build_tiny()
 full = lambda layer, conv: build_candidate("full", layer, weight=conv.weight.detach())
 DeltaRunner(DeltaModel.build(net, layer_graph(net, (32, 32)), full), interval=2)

@@ -6,7 +6,7 @@ import nas
 
 
 def test_public_names():
-    assert callable(nas.search) and nas.search.__module__ == "nas.pipeline"
+    assert callable(nas.search) and nas.search.__module__ == "nas.searching.pipeline"
     for name in nas.__all__:
         assert getattr(nas, name) is not None
 

@@ -1,5 +1,5 @@
-"""The cheap answers at the student's cost (`nas.baselines`) and the side-by-side comparison
-(`nas.compare`): sizes and ranks that are the largest that fit, and R on one scale."""
+"""The cheap answers at the student's cost (`nas.student.baselines`) and the side-by-side comparison
+(`nas.student.compare`): sizes and ranks that are the largest that fit, and R on one scale."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import math
 import pytest
 import torch
 
-from nas.baselines import lowres_size, uniform_candidate, uniform_spec
-from nas.compare import Column, Repeated, Student, compare
-from nas.cost import count_macs
+from nas.cost.amortised import amortised
+from nas.cost.macs import count_macs
 from nas.data import load_frames, open_video
-from nas.pipeline import SearchOptions, make_spec, prepare
-from nas.runner import DeltaRunner
-from nas.student import build_student
-from nas.supernet import amortised
-from nas.tables import macs_table
+from nas.delta.runner import DeltaRunner
+from nas.searching.pipeline import SearchOptions, make_spec, prepare
+from nas.searching.tables import macs_table
+from nas.student.baselines import lowres_size, uniform_candidate, uniform_spec
+from nas.student.build import build_student
+from nas.student.compare import Column, Repeated, Student, compare
 from nas.teachers import load_teacher
 from search_spaces import candidate_macs, max_rank
 from tests.conftest import TINY_SEARCH, build_tiny
@@ -66,7 +66,7 @@ def test_lowres_size_is_the_largest_that_fits(size, monkeypatch):
             counted[key] = count_macs(module, key)
         return counted[key]
 
-    monkeypatch.setattr("nas.baselines.count_macs", count)
+    monkeypatch.setattr("nas.student.baselines.count_macs", count)
     sizes = _sizes(teacher.input_spec.size_multiple, size)
     costs = [count(teacher.module, s) for s in sizes]
     assert sizes[-1] == size and costs == sorted(costs)

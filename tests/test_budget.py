@@ -2,8 +2,8 @@
 
 import pytest
 
-from nas.budget import Budget, CostKind, parse_budget
-from nas.errors import NasError
+from nas.core.errors import NasError
+from nas.cost.budget import Budget, CostKind, parse_budget
 
 
 @pytest.mark.parametrize(

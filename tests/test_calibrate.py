@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from nas.calibrate import delta_statistics
-from nas.graph import layer_graph
+from nas.graph.layers import layer_graph
+from nas.student.statistics import delta_statistics
 from search_spaces import InputStats, build_candidate, max_rank
 
 

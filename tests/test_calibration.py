@@ -1,5 +1,6 @@
-"""The closed-form calibration of a delta student on its own inputs (`nas.refit.refit_student`):
-exact at full rank, better at low rank, and never worse on a layer's held-out positions."""
+"""The closed-form calibration of a delta student on its own inputs
+(`nas.student.refit.refit_student`): exact at full rank, better at low rank, and never worse on a
+layer's held-out positions."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas.pipeline import SearchOptions, make_spec, prepare
-from nas.refit import refit_student
-from nas.student import build_student
-from nas.supernet import DeltaModel
-from nas.tables import macs_table
+from nas.delta.model import DeltaModel
+from nas.searching.pipeline import SearchOptions, make_spec, prepare
+from nas.searching.tables import macs_table
+from nas.student.build import build_student
+from nas.student.refit import refit_student
 from search_spaces import LowRankBlock, build_candidate, max_rank
 from tests.conftest import TINY_SEARCH, build_tiny
 
@@ -195,15 +196,17 @@ def test_a_refit_that_does_not_generalise_is_not_kept(run):
 
 
 def test_calibrated_once_writes_then_reads_back(run, tmp_path, monkeypatch):
-    import nas.train
+    import nas.student.train
 
     path = tmp_path / "calibrated.pt"
-    first = nas.train.calibrated_once(
+    first = nas.student.train.calibrated_once(
         build_student(rank_two_spec(run), run.teacher, stats=run.stats), run.next_batch, path
     )
     assert path.is_file()
-    monkeypatch.setattr(nas.train, "calibrate_student", lambda *a, **k: pytest.fail("again"))
-    again = nas.train.calibrated_once(
+    monkeypatch.setattr(
+        nas.student.train, "calibrate_student", lambda *a, **k: pytest.fail("again")
+    )
+    again = nas.student.train.calibrated_once(
         build_student(rank_two_spec(run), run.teacher, stats=run.stats), run.next_batch, path
     )
     for key, value in first.state_dict().items():

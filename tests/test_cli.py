@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from nas.compare import beaten_by
-from nas.cost import count_macs, padding_macs
+from nas.cost.macs import count_macs, padding_macs
+from nas.student.compare import beaten_by
 from nas.teachers import load_teacher
 
 # torchvision's published multiply-adds (GFLOPS column) and parameters at 1x3x520x520, aux head on.

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.cost import conv_macs, conv_out_size, count_macs, count_macs_by_module
-from nas.graph import ConvLayer, layer_graph
+from nas.cost.macs import conv_out_size, count_macs, count_macs_by_module
+from nas.graph.layers import ConvLayer, conv_macs, layer_graph
 from nas.teachers import TEACHERS
 from nas.teachers.base import select_output
 

@@ -15,19 +15,18 @@ import pytest
 import torch
 from plotly.offline import get_plotlyjs
 
-from nas import runs
-from nas.budget import Budget, CostKind
-from nas.cost import conv_macs
+from nas.core.errors import NasError
+from nas.cost.amortised import amortised
+from nas.cost.budget import Budget, CostKind
 from nas.dashboard import data as d
 from nas.dashboard import figures as f
 from nas.dashboard import write_dashboard
-from nas.errors import NasError
-from nas.graph import layer_graph
-from nas.inner import StepLog
-from nas.pipeline import SearchOptions, make_spec
+from nas.graph.layers import conv_macs, layer_graph
+from nas.searching.pipeline import SearchOptions, make_spec
+from nas.searching.supernet import StepLog
+from nas.searching.tables import macs_table
 from nas.spec import save_spec
-from nas.supernet import amortised
-from nas.tables import macs_table
+from nas.study import runs
 from nas.teachers import load_teacher
 from search_spaces import load_preset, resolve_candidates
 from tests.conftest import TINY_SEARCH

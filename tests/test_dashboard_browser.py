@@ -6,7 +6,7 @@ from optuna.trial import TrialState
 
 from nas.dashboard import write_dashboard
 from nas.dashboard.figures import FEASIBLE, INFEASIBLE
-from nas.hpo import run_study
+from nas.study.hpo import run_study
 from tests.services import open_page
 from tests.test_study import _options
 

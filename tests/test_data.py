@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from nas.core.errors import NasError
 from nas.data import (
     CITYSCAPES_CLASSES,
     IGNORE_INDEX,
@@ -32,7 +33,6 @@ from nas.data import (
     split_sequences,
     to_train_ids,
 )
-from nas.errors import NasError
 
 
 @contextmanager

@@ -10,22 +10,22 @@ import av
 import pytest
 import torch
 
-import nas.baselines
-import nas.evaluate
+import nas.student.baselines
+import nas.student.evaluate
 from evaluators import Recovered
-from nas.baselines import lowres_size, repeat_interval, uniform_candidate, uniform_spec
 from nas.cli import main
-from nas.compare import Repeated
-from nas.cost import count_macs
+from nas.core.errors import NasError
+from nas.cost.amortised import amortised
+from nas.cost.macs import count_macs
 from nas.data import load_frames, open_video
-from nas.errors import NasError
-from nas.evaluate import evaluate, verdict
-from nas.infer import side_by_side, step_label
-from nas.pipeline import SearchOptions, make_spec, prepare
-from nas.runner import DeltaRunner
+from nas.delta.runner import DeltaRunner
+from nas.searching.pipeline import SearchOptions, make_spec, prepare
 from nas.spec import load_spec, save_spec
-from nas.student import build_student
-from nas.supernet import amortised
+from nas.student.baselines import lowres_size, repeat_interval, uniform_candidate, uniform_spec
+from nas.student.build import build_student
+from nas.student.compare import Repeated
+from nas.student.evaluate import evaluate, verdict
+from nas.student.infer import side_by_side, step_label
 from nas.teachers import load_teacher
 from search_spaces import candidate_macs, max_rank
 from tests.conftest import TINY_SEARCH, build_tiny
@@ -111,7 +111,9 @@ def test_r_against_a_hand_computed_case():
 
 
 def test_repeat_interval_matches_the_amortised_cost():
-    assert nas.evaluate.repeat_interval is nas.baselines.repeat_interval  # one definition
+    assert (
+        nas.student.evaluate.repeat_interval is nas.student.baselines.repeat_interval
+    )  # one definition
     assert repeat_interval(100.0, 50.0) == 2  # half the teacher: the teacher every 2nd frame
     assert repeat_interval(100.0, 30.0) == 3
     assert repeat_interval(100.0, 100.0) == 1 and repeat_interval(100.0, 150.0) == 1
@@ -238,7 +240,10 @@ def test_an_all_zero_student_is_the_key_frame_repeated(prepared, tmp_path):
 def _check_verdict(result):
     """The verdict names exactly the cheap answers whose agreement over all frames or R against
     the key frame repeated the student does not beat on one without losing on the other."""
-    agreement, against = result.row(nas.evaluate.AGREEMENT_ALL), result.row(nas.evaluate.R_AGAINST)
+    agreement, against = (
+        result.row(nas.student.evaluate.AGREEMENT_ALL),
+        result.row(nas.student.evaluate.R_AGAINST),
+    )
     lost = result.verdict.partition(" (")[0]
     for name in result.columns[2:]:
         better = agreement["student"] > agreement[name] or against["student"] > against[name] + 1e-6
@@ -282,8 +287,8 @@ def test_every_cheap_answer_at_the_students_cost(prepared, tmp_path):
         assert gflops["uniform student"] == pytest.approx(uniform.totals.amortised_macs / 1e9)
         for metric, *values in result.rows:  # every row filled where it applies
             assert len(values) == 5 and values[4] is not None, metric
-            assert values[3] is not None or metric == nas.evaluate.R, metric
-        assert result.row(nas.evaluate.R)[lowres] is None  # no key frames of its own
+            assert values[3] is not None or metric == nas.student.evaluate.R, metric
+        assert result.row(nas.student.evaluate.R)[lowres] is None  # no key frames of its own
         latency = result.row("latency ms amortised")
         assert latency[lowres] > 0 and latency["uniform student"] > 0
         _check_verdict(result)

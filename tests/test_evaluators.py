@@ -5,8 +5,8 @@ import torch
 
 from evaluators import EVALUATORS
 from evaluators.agreement import miou
-from nas.cost import count_params
-from nas.graph import layer_graph
+from nas.cost.macs import count_params
+from nas.graph.layers import layer_graph
 from nas.teachers import OutputKind
 
 
@@ -82,3 +82,40 @@ def test_prob_map_iou():
     student[0, 0, 0, 0] = 0.8  # one of them
     result = EVALUATORS.get("agreement")(student, teacher, kind=OutputKind.PROB_MAP, threshold=0.5)
     assert result["agreement"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_stream_scores_by_hand(with_key):
+    """`StreamScores` over a stream: the mean of each frame's agreement and MAE, R and the error
+    against the key frame from the sums over every frame, worked out here from the formulas."""
+    from evaluators import StreamScores
+
+    generator = torch.Generator().manual_seed(0)
+    teacher = [torch.rand(1, 1, 8, 8, generator=generator) for _ in range(4)]
+    student = [t + 0.1 * torch.randn(t.shape, generator=generator) for t in teacher]
+    key = torch.rand(1, 1, 8, 8, generator=generator)
+    scores = StreamScores(OutputKind.PROB_MAP)
+    for s, t in zip(student, teacher, strict=True):
+        scores.update(s, t, key if with_key else None)
+    found = scores.compute()
+
+    def iou(a, b):
+        a, b = a > 0.3, b > 0.3
+        return float((a & b).sum() / (a | b).sum())
+
+    assert found["agreement"] == pytest.approx(
+        sum(iou(s, t) for s, t in zip(student, teacher, strict=True)) / 4
+    )
+    assert found["mae"] == pytest.approx(
+        sum(float((s - t).abs().mean()) for s, t in zip(student, teacher, strict=True)) / 4
+    )
+    if not with_key:
+        assert found["r"] is None and found["error_vs_key"] is None
+        return
+    own = sum(float((s - t).pow(2).sum()) for s, t in zip(student, teacher, strict=True))
+    repeated = sum(float((key - t).pow(2).sum()) for t in teacher)
+    assert found["r"] == pytest.approx(1 - own / repeated)
+    mean_abs = [float((s - t).abs().mean()) for s, t in zip(student, teacher, strict=True)]
+    assert found["error_vs_key"] == pytest.approx(
+        sum(mean_abs) / sum(float((key - t).abs().mean()) for t in teacher)
+    )

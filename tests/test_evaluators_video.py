@@ -15,8 +15,8 @@ from evaluators import (
     warp_nearest,
 )
 from evaluators.agreement import miou
+from nas.core.errors import NasError
 from nas.data import load_frames, open_video
-from nas.errors import NasError
 from nas.teachers import OutputKind
 
 SHIFT = (2, 3)  # (dy, dx): frame t+1 is frame t moved 2 pixels down and 3 right

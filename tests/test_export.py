@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from nas.export import LayerChoice, Limit, delta_frame_cost, export_choices
-from nas.supernet import amortised
+from nas.cost.amortised import amortised
+from nas.searching.export import LayerChoice, Limit, delta_frame_cost, export_choices
 
 
 def _choices(rng: random.Random, n_layers: int) -> list[LayerChoice]:

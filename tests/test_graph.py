@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas.graph import layer_graph
+from nas.graph.layers import layer_graph
 from nas.teachers import load_teacher
 
 

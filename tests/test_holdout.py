@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from nas.holdout import held_out_agreement
-from nas.pipeline import SearchOptions, prepare
+from nas.searching.pipeline import SearchOptions, prepare
 from nas.spec import load_spec
-from nas.student import build_student
+from nas.student.build import build_student
+from nas.student.holdout import held_out_agreement
 from tests.conftest import TINY_SEARCH, uniform_spec
 
 

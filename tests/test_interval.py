@@ -1,4 +1,4 @@
-"""The key-frame interval, measured (nas.interval; `--keyframe-interval auto`)."""
+"""The key-frame interval, measured (nas.searching.interval; `--keyframe-interval auto`)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from nas.budget import Budget, CostKind
-from nas.compare import Student, compare
-from nas.cost import count_macs
-from nas.errors import NasError
-from nas.hpo import SCREEN_ATTR, Objective, StudyOptions, run_study
-from nas.inner import CostTable, knapsack_picks, measure_errors, output_r
-from nas.interval import IntervalScreen, feasible_intervals, screen_intervals, windows
-from nas.liveness import NO_CHANGE
-from nas.pipeline import ALLOCATION_BATCHES, SearchOptions, better_allocation, prepare
+from nas.core.errors import NasError
+from nas.cost.amortised import CostTable, amortised
+from nas.cost.budget import Budget, CostKind
+from nas.cost.macs import count_macs
+from nas.delta.liveness import NO_CHANGE
+from nas.searching.interval import IntervalScreen, feasible_intervals, screen_intervals, windows
+from nas.searching.pipeline import ALLOCATION_BATCHES, SearchOptions, better_allocation, prepare
+from nas.searching.supernet import knapsack_picks, measure_errors, output_r
 from nas.spec import load_spec
-from nas.supernet import amortised
+from nas.student.compare import Student, compare
+from nas.study.hpo import SCREEN_ATTR, Objective, StudyOptions, run_study
 from nas.teachers import load_teacher
 from tests.conftest import TINY_SEARCH
 
@@ -66,8 +66,9 @@ def test_each_allocation_meets_the_budget(screened):
 
 
 def test_the_error_is_what_the_student_makes_as_it_runs(screened):
-    """E(K) from the screen's batched frames equals 1 - R of the same student run frame by frame
-    by `nas.DeltaRunner` (`nas.compare`), times the teacher's own change since the key frame."""
+    """E(K) from the screen's batched frames equals 1 - R of the same student run frame by frame by
+    `nas.DeltaRunner` (`nas.student.compare`), times the teacher's own change since the key
+    frame."""
     run, screen = screened
     frames = windows(run.train.span_frames(), 8)
     teacher = run.teacher

@@ -1,6 +1,6 @@
-"""Atomic writes (`nas.io`): readers never see a part, and the file gets the permissions a plain
-`open(path, "w")` would have given it (the temporary file's 0600 would lock out a trainer under
-another account, or a web server serving the dashboard)."""
+"""Atomic writes (`nas.core.io`): readers never see a part, and the file gets the permissions a
+plain `open(path, "w")` would have given it (the temporary file's 0600 would lock out a trainer
+under another account, or a web server serving the dashboard)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from nas.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from nas.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 def mode_of(path) -> int:

@@ -6,9 +6,9 @@ that keeps everything gives (bitwise, but for the pooled layers' float rounding)
 import pytest
 import torch
 
-from nas.graph import layer_graph
-from nas.liveness import NO_CHANGE
-from nas.supernet import DeltaModel, Phase
+from nas.delta.liveness import NO_CHANGE
+from nas.delta.model import DeltaModel, Phase
+from nas.graph.layers import layer_graph
 from search_spaces import build_candidate
 from tests.delta_models import delta_model
 

@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from nas.errors import NasError
-from nas.graph import layer_graph
-from nas.latency import (
+from nas.core.errors import NasError
+from nas.cost.latency import (
     LatencyTable,
     conv_key,
     conv_latencies,
@@ -17,6 +16,7 @@ from nas.latency import (
     parse_device,
     time_module,
 )
+from nas.graph.layers import layer_graph
 
 
 def test_measure_counts_calls_and_restores_threads():

@@ -1,4 +1,4 @@
-"""The linear form of a delta frame at inference (`nas.supernet.DeltaConv`): every block g is
+"""The linear form of a delta frame at inference (`nas.delta.model.DeltaConv`): every block g is
 linear, so the recurrence z_k + g(a_t - a_k) equals c_k + g(a_t) with c_k = z_k - g(a_k) kept
 from the key frame. Checked against the recurrence itself on every candidate kind."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.pipeline import SearchOptions, prepare
-from nas.runner import DeltaRunner
+from nas.delta.runner import DeltaRunner
+from nas.searching.pipeline import SearchOptions, prepare
 from nas.spec import load_spec
-from nas.student import build_student
+from nas.student.build import build_student
 from tests.conftest import TINY_SEARCH, uniform_spec
 
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from nas.export import LayerChoice, export_choices
-from nas.graph import layer_graph
-from nas.liveness import INPUT, NO_CHANGE, OUTPUT, idle_layers, layer_sources
-from nas.supernet import DeltaModel, amortised
+from nas.cost.amortised import amortised
+from nas.delta.liveness import INPUT, NO_CHANGE, OUTPUT, idle_layers, layer_sources
+from nas.delta.model import DeltaModel
+from nas.graph.layers import layer_graph
+from nas.searching.export import LayerChoice, export_choices
 from search_spaces import build_candidate
 
 

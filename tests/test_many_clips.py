@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-import nas.evaluate
-import nas.pipeline
+import nas.searching.pipeline
+import nas.student.evaluate
 from nas.cli import main
+from nas.core.errors import NasError
 from nas.data import load_frames, open_videos, split_clips, split_sequences
 from nas.data.samples import default_videos
 from nas.data.video_file import VideoFile
-from nas.errors import NasError
-from nas.evaluate import evaluate
-from nas.pipeline import SearchOptions, make_spec, prepare
-from nas.student import build_student
+from nas.searching.pipeline import SearchOptions, make_spec, prepare
+from nas.student.build import build_student
+from nas.student.evaluate import evaluate
 from tests.conftest import TINY_SEARCH, uniform_spec
 
 SIZE = (32, 48)
@@ -130,7 +130,7 @@ def test_corrupt_file_in_a_folder_is_one_line_exit_2_before_any_work(
     def no_work(*args, **kwargs):
         raise AssertionError("the teacher was loaded before the videos were checked")
 
-    monkeypatch.setattr(nas.pipeline, "load_teacher", no_work)
+    monkeypatch.setattr(nas.searching.pipeline, "load_teacher", no_work)
     out = tmp_path / "run"
     args = ["search", "--teacher", "tests.conftest:build_tiny", "--budget", "3MFLOPs"]
     with pytest.raises(SystemExit) as info:
@@ -218,12 +218,12 @@ def test_eval_starts_a_key_frame_at_each_sequence_and_no_tc_across(monkeypatch):
     student = build_student(spec, run.teacher)
     pairs: dict[int, int] = {}  # frame pairs each TC column was given
 
-    class CountingTC(nas.evaluate.TemporalConsistency):
+    class CountingTC(nas.student.evaluate.TemporalConsistency):
         def update(self, *args, **kwargs):
             pairs[id(self)] = pairs.get(id(self), 0) + 1
             return super().update(*args, **kwargs)
 
-    monkeypatch.setattr(nas.evaluate, "TemporalConsistency", CountingTC)
+    monkeypatch.setattr(nas.student.evaluate, "TemporalConsistency", CountingTC)
     videos = ["synthetic:frames=4,size=64x96", "synthetic:frames=4,size=64x96,seed=1"]
     result = evaluate(
         spec, run.teacher, student, videos, interval=3, max_frames=None, device=torch.device("cpu")

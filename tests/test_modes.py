@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas.cost import count_macs
-from nas.errors import NasError
-from nas.pipeline import SearchOptions, search
-from nas.runner import DeltaRunner
+from nas.core.errors import NasError
+from nas.cost.macs import count_macs
+from nas.delta.runner import DeltaRunner
+from nas.searching.pipeline import SearchOptions, search
 from nas.spec import Spec, load_spec
-from nas.student import build_student
+from nas.student.build import build_student
 from nas.teachers import load_teacher
 from tests.conftest import TINY_SEARCH
 

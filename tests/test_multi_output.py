@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from nas.cost import count_macs
+from nas.cost.macs import count_macs
 from nas.teachers import load_teacher
 from nas.teachers.base import select_output
 

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from nas.errors import NasError
-from nas.graph import layer_graph
+from nas.core.errors import NasError
+from nas.graph.layers import layer_graph
 from nas.teachers import OutputKind, Teacher, load_teacher
 from nas.teachers.onnx import constants_to_initializers, ppocr_det_path
 

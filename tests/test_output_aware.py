@@ -1,6 +1,6 @@
-"""The output-aware search objective (`nas.inner`): each layer's error weighed by its measured
-output sensitivity, so that a layer whose change reaches the output is never cut for one whose
-change does not."""
+"""The output-aware search objective (`nas.searching.supernet`): each layer's error weighed by its
+measured output sensitivity, so that a layer whose change reaches the output is never cut for one
+whose change does not."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ import pytest
 import torch
 from torch import nn
 
-from nas.baselines import uniform_spec
-from nas.compare import Student, compare
-from nas.distill import LossWeights, change_energy, student_losses
-from nas.inner import measure_all_candidates, measure_sensitivity, predicted_error, run_search
-from nas.liveness import NO_CHANGE
-from nas.pipeline import SearchOptions, make_spec, prepare
-from nas.student import build_student
+from nas.delta.liveness import NO_CHANGE
+from nas.searching.pipeline import SearchOptions, make_spec, prepare
+from nas.searching.supernet import (
+    measure_all_candidates,
+    measure_sensitivity,
+    predicted_error,
+    run_search,
+)
+from nas.student.baselines import uniform_spec
+from nas.student.build import build_student
+from nas.student.compare import Student, compare
+from nas.student.losses import LossWeights, change_energy, student_losses
 from search_spaces import decode
 from tests.conftest import TINY_SEARCH
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.cost import conv_macs, conv_padding_macs, count_macs, padding_macs
-from nas.graph import layer_graph
+from nas.cost.macs import conv_padding_macs, count_macs, padding_macs
+from nas.graph.layers import conv_macs, layer_graph
 from nas.teachers import load_teacher
 
 

@@ -6,7 +6,7 @@ import torch
 
 from evaluators import EVALUATORS, ClipRecognition, TemporalConsistency
 from evaluators.recognition import consensus
-from nas.errors import NasError
+from nas.core.errors import NasError
 from nas.teachers import OutputKind
 
 

@@ -1,14 +1,14 @@
-"""Calibration of a delta student on its own inputs (`nas.refit`)."""
+"""Calibration of a delta student on its own inputs (`nas.student.refit`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nas.calibrate import delta_statistics
-from nas.pipeline import SearchOptions, prepare
-from nas.refit import patch_columns, refit_student
-from nas.supernet import DeltaModel
+from nas.delta.model import DeltaModel
+from nas.searching.pipeline import SearchOptions, prepare
+from nas.student.refit import patch_columns, refit_student
+from nas.student.statistics import delta_statistics
 from search_spaces import LowRankBlock, build_candidate, max_rank
 from tests.conftest import TINY_SEARCH
 
@@ -60,7 +60,7 @@ def output_errors(model: DeltaModel, batches) -> tuple[float, float]:
 
 
 def test_patch_columns_match_unfold():
-    from nas.graph import ConvLayer
+    from nas.graph.layers import ConvLayer
 
     layer = ConvLayer(0, "c", 3, 5, (3, 2), (2, 1), (1, 1), (2, 1), 1, False, (9, 7), (4, 8), None)
     delta = torch.randn(2, 3, 9, 7)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from nas.errors import NasError
-from nas.registry import Registry
+from nas.core.errors import NasError
+from nas.core.registry import Registry
 
 
 def test_register_get_alias():

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from nas import runs
-from nas.budget import (
+from nas.core.errors import NasError
+from nas.core.sizes import scaled_size
+from nas.cost.budget import (
     Budget,
     CostKind,
     RelativeBudget,
@@ -15,11 +16,10 @@ from nas.budget import (
     recorded_budget,
     resolve_budget,
 )
-from nas.cost import count_macs
-from nas.errors import NasError
-from nas.pipeline import SearchOptions, prepare
-from nas.sizes import scaled_size
+from nas.cost.macs import count_macs
+from nas.searching.pipeline import SearchOptions, prepare
 from nas.spec import BudgetRef
+from nas.study import runs
 from nas.teachers import load_teacher
 from tests.conftest import TINY_SEARCH
 from tests.test_cli import TINY_ARGS
@@ -122,7 +122,7 @@ def test_resolution_mode_is_relative_to_the_teacher_at_full_size():
 
 def test_a_downscaled_point_of_a_study_keeps_the_full_size_budget():
     """The study's downscaled delta runs are searched against the budget of its input size,
-    not a fraction of the smaller teacher (`nas.hpo.Objective.prepare`)."""
+    not a fraction of the smaller teacher (`nas.study.hpo.Objective.prepare`)."""
     full = prepare(SearchOptions(**TINY_SEARCH, budget="70%"))
     size = scaled_size(full.size, 0.75, full.teacher.input_spec.size_multiple)
     small = SearchOptions(**(TINY_SEARCH | {"input_size": f"{size[0]}x{size[1]}"}), budget="70%")

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nas.graph import layer_graph
-from nas.liveness import NO_CHANGE
-from nas.supernet import DeltaModel
-from nas.tables import block_latencies, latency_table
+from nas.delta.liveness import NO_CHANGE
+from nas.delta.model import DeltaModel
+from nas.graph.layers import layer_graph
+from nas.searching.tables import block_latencies, latency_table
 from tests.delta_models import delta_model
 
 SIZE = (64, 96)

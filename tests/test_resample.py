@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas.resample import avg_pool, bilinear
+from nas.core.resample import avg_pool, bilinear
 
 
 @pytest.mark.parametrize("hw", [(33, 33), (17, 30), (8, 8), (1, 1), (65, 7)])

@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from nas.errors import NasError
-from nas.latency import measure
-from nas.layout import in_layout
-from nas.liveness import NO_CHANGE, idle_layers, layer_sources
-from nas.pipeline import SearchOptions, prepare, search, validate
+from nas.core.errors import NasError
+from nas.core.layout import in_layout
+from nas.cost.latency import measure
+from nas.delta.liveness import NO_CHANGE, idle_layers, layer_sources
+from nas.searching.pipeline import SearchOptions, prepare, search, validate
 from nas.spec import load_spec
-from nas.student import build_student, teacher_for
+from nas.student.build import build_student, teacher_for
 from tests.conftest import TINY_SEARCH
 
 
@@ -55,7 +55,7 @@ def test_search_measures_what_its_saving_is_worth_in_time(tiny_run):
 
 def test_recorded_delta_frame_time_is_the_shipped_students(tmp_path):
     """The spec's `delta_frame_ms` is the time of the student `nas.build_student` returns, run
-    as `nas eval` runs it: an independent timing of that student (`nas.latency.measure` of its
+    as `nas eval` runs it: an independent timing of that student (`nas.cost.latency.measure` of its
     delta frame after a key frame, in the search's layout, on a frame of the same clip) is
     within 20% of it. A ratio of two timings in one process, frames large enough (256x384)
     that a frame's time is not Python's."""
@@ -179,10 +179,10 @@ def test_bad_input(tmp_path, overrides, message):
 def test_a_binding_limit_steers_the_search_and_the_export(tmp_path):
     """A made-up cost that only `zero` and `full` meet (`full` cheap, everything else dear):
     the search meets it beside the FLOPs budget; without it, the search picks other blocks."""
-    from nas.budget import Budget, CostKind
-    from nas.inner import CostTable, run_search
-    from nas.pipeline import prepare
-    from nas.supernet import amortised
+    from nas.cost.amortised import CostTable, amortised
+    from nas.cost.budget import Budget, CostKind
+    from nas.searching.pipeline import prepare
+    from nas.searching.supernet import run_search
 
     options = SearchOptions(**(TINY_SEARCH | {"budget": "3MFLOPs", "out": str(tmp_path)}))
     run = prepare(options)

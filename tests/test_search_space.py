@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.errors import NasError
-from nas.graph import ConvLayer, layer_graph
+from nas.core.errors import NasError
+from nas.graph.layers import ConvLayer, layer_graph
 from search_spaces import (
     CANDIDATES,
     PRESETS,
@@ -191,7 +191,7 @@ def test_block_shape_macs_params(layer_id, name):
         y = block(x)
     assert y.shape == _teacher(x, layer, weight).shape == (1, layer.c_out, *layer.out_hw)
     # Multiply-adds count the convs, as torchvision does: a down2_ block's pooling and resizing
-    # (matrix products on the CPU, see nas.resample) are not multiply-adds of the model.
+    # (matrix products on the CPU, see nas.core.resample) are not multiply-adds of the model.
     flops = sum(
         n for op, n in counter.get_flop_counts().get("Global", {}).items() if "conv" in str(op)
     )

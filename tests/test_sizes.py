@@ -2,8 +2,8 @@
 
 import pytest
 
-from nas.errors import NasError
-from nas.sizes import check_multiple, parse_size
+from nas.core.errors import NasError
+from nas.core.sizes import check_multiple, parse_size
 
 
 def test_parse():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nas.errors import NasError
+from nas.core.errors import NasError
 from nas.spec import (
     BudgetRef,
     LayerShape,

@@ -4,7 +4,7 @@ as PostgreSQL raises them, are told apart from real ones."""
 import psycopg.errors
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from nas.hpo import lost_creation_race
+from nas.study.hpo import lost_creation_race
 
 
 def _wrapped(kind, orig):

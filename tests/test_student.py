@@ -10,15 +10,15 @@ import time
 import pytest
 import torch
 
-import nas.student
+import nas.student.build
 from nas.cli import main
+from nas.core.errors import NasError
 from nas.data import load_frames, open_video
-from nas.errors import NasError
-from nas.evaluate import evaluate
-from nas.pipeline import SearchOptions, prepare
-from nas.runner import DeltaRunner
+from nas.delta.runner import DeltaRunner
+from nas.searching.pipeline import SearchOptions, prepare
 from nas.spec import load_spec, save_spec
-from nas.student import build_student, load_student_weights, teacher_for
+from nas.student.build import build_student, load_student_weights, teacher_for
+from nas.student.evaluate import evaluate
 from tests.conftest import REPO, TINY_SEARCH, uniform_spec
 
 
@@ -73,7 +73,7 @@ def test_channels_last_runner_matches_the_nchw_runner(tmp_path):
 
 
 def test_layouts_are_chosen_by_device_and_checked():
-    from nas.layout import layout_for
+    from nas.core.layout import layout_for
 
     assert layout_for(torch.device("cpu")) is True
     assert layout_for(torch.device("cuda")) is False
@@ -241,7 +241,7 @@ def test_eval_names_a_corrupt_video_before_loading_the_models(tmp_path, capsys, 
     def no_work(*args, **kwargs):
         raise AssertionError("the student was loaded before the videos were checked")
 
-    monkeypatch.setattr(nas.student, "load_student", no_work)
+    monkeypatch.setattr(nas.student.build, "load_student", no_work)
     with pytest.raises(SystemExit) as info:
         main(["eval", "--spec", str(spec), "--video", "synthetic", "--video", str(bad)])
     err = capsys.readouterr().err
@@ -282,7 +282,7 @@ def test_eval_says_when_the_student_repeats_the_key_frame(tmp_path):
 
 
 def test_search_summary_warns_when_every_layer_is_zero(tmp_path, capsys):
-    from nas.cli_study import _print_spec_summary
+    from nas.cli.study import _print_spec_summary
 
     path, _ = _spec_with(tmp_path, None)
     _print_spec_summary(path, 0)

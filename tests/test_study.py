@@ -1,4 +1,5 @@
-"""The outer loop: an Optuna study over the inner search (nas.hpo, nas.results, the CLI)."""
+"""The outer loop: an Optuna study over the inner search (nas.study.hpo, nas.study.results, the
+CLI)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from nas import runs
-from nas.cost import count_macs
-from nas.errors import NasError
-from nas.hpo import (
+from nas.core.errors import NasError
+from nas.cost.macs import count_macs
+from nas.searching.pipeline import SearchOptions
+from nas.spec import load_spec
+from nas.study import runs
+from nas.study.hpo import (
     Objective,
     StudyOptions,
     best_trial,
@@ -25,9 +28,7 @@ from nas.hpo import (
     normalise_url,
     run_study,
 )
-from nas.pipeline import SearchOptions
-from nas.results import load_run
-from nas.spec import load_spec
+from nas.study.results import open_run_study
 from nas.teachers import load_teacher
 from tests.conftest import REPO, TINY_SEARCH
 
@@ -159,10 +160,10 @@ def test_a_point_that_cannot_meet_the_budget_is_pruned(tmp_path):
 
 def test_load_run_and_its_errors(tiny_study, tmp_path):
     options, study = tiny_study
-    _, loaded = load_run(options.run)
+    _, loaded = open_run_study(options.run)
     assert loaded.study_name == study.study_name and len(loaded.trials) == len(study.trials)
     with pytest.raises(NasError, match=r"no config\.json"):
-        load_run(tmp_path)
+        open_run_study(tmp_path)
 
 
 def test_urls():
@@ -284,7 +285,7 @@ def test_a_latency_budget_adds_measured_latency_as_an_objective(tmp_path):
 def test_an_interrupt_dropped_in_a_finalizer_is_still_seen():
     """Python prints and drops a KeyboardInterrupt raised in `__del__`; the search must still
     stop (at its next step), so the CLI notes every Ctrl-C as well."""
-    from nas.cli_study import _remember_interrupts
+    from nas.cli.study import _remember_interrupts
 
     class Finalised:
         def __del__(self):

@@ -9,8 +9,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from nas import runs
-from nas.results import load_run, write_results
+from nas.study import runs
+from nas.study.results import open_run_study, write_results
 from tests.test_study import TINY_CLI, _mid_trial, _nas, _wait_for
 
 
@@ -43,7 +43,7 @@ def test_two_workers_share_one_study(postgres_db, tmp_path):
     assert a and b and not a & b  # both worked, no trial ran twice
     assert a | b == set(complete)
     for run in runs_:  # each run folder lists the whole study, specs of the other's trials too
-        write_results(load_run(run)[1], run)  # as `nas report` does: the worker that finished
+        write_results(open_run_study(run)[1], run)  # as `nas report` does: the worker that finished
         table = pd.read_parquet(run / runs.TRIALS_PARQUET)  # first saw the other's last running
         assert sorted(table["trial"]) == sorted(complete)
         assert all((run / path).is_file() for path in table["spec_path"])

@@ -6,9 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from nas.fold import fold_batchnorms
-from nas.graph import layer_graph
-from nas.supernet import DeltaModel, MixedDelta, amortised, smallest_interval
+from nas.cost.amortised import amortised, smallest_interval
+from nas.delta.model import DeltaModel
+from nas.graph.fold import fold_batchnorms
+from nas.graph.layers import layer_graph
+from nas.searching.mixed import MixedDelta
 from nas.teachers import load_teacher
 
 

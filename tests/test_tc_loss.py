@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas.errors import NasError
-from nas.tc_loss import DEFAULT_TC_WEIGHT, FlowPair, flow_pairs, image_mask, tc_loss
+from nas.core.errors import NasError
+from nas.student.tc_loss import DEFAULT_TC_WEIGHT, FlowPair, flow_pairs, image_mask, tc_loss
 from nas.teachers import OutputKind
 
 H, W = 64, 80  # frame size

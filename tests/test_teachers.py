@@ -5,11 +5,11 @@ import hashlib
 import pytest
 import torch
 
-from nas.errors import NasError
+from nas.core.errors import NasError
+from nas.graph.trace import traced_forward
 from nas.teachers import TEACHERS, OutputKind, load_teacher
 from nas.teachers.base import select_output
 from nas.teachers.weights import weights_id
-from nas.trace import traced_forward
 
 
 @pytest.mark.parametrize("name", TEACHERS.names())

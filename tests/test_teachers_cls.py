@@ -15,15 +15,15 @@ import pytest
 import torch
 from torch import nn
 
-from nas.cost import cost_report, count_macs
+from nas.core.errors import NasError
+from nas.core.torchvision_compat import import_torchvision
+from nas.cost.macs import cost_report, count_macs
 from nas.data import load_frames, open_video
-from nas.errors import NasError
-from nas.graph import layer_graph
-from nas.pipeline import SearchOptions, search
+from nas.graph.layers import layer_graph
+from nas.searching.pipeline import SearchOptions, search
 from nas.teachers import OutputKind, load_teacher
 from nas.teachers.base import IMAGENET
 from nas.teachers.weights import weights_id
-from nas.torchvision_compat import import_torchvision
 
 with warnings.catch_warnings():
     # fvcore and thop warn on import under torch 2.13 (see tests/test_cost_crosscheck.py)

@@ -1,4 +1,4 @@
-"""Skipping the tiles whose input did not change (`nas.tiles`): exact at threshold 0 on every
+"""Skipping the tiles whose input did not change (`nas.delta.tiles`): exact at threshold 0 on every
 candidate kind and on a whole trained teacher, and really skipping where a frame changes in
 one place only."""
 
@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from nas.data import load_frames, open_video
-from nas.graph import layer_graph
-from nas.pipeline import SearchOptions, prepare
-from nas.runner import DeltaRunner
+from nas.delta.model import DeltaModel
+from nas.delta.runner import DeltaRunner
+from nas.delta.tiles import TileSkip
+from nas.graph.layers import layer_graph
+from nas.searching.pipeline import SearchOptions, prepare
 from nas.spec import load_spec
-from nas.student import build_student
-from nas.supernet import DeltaModel
+from nas.student.build import build_student
 from nas.teachers import load_teacher
-from nas.tiles import TileSkip
 from search_spaces import build_candidate, max_rank
 from tests.conftest import TINY_SEARCH, uniform_spec
 

@@ -16,7 +16,7 @@ def _python(code: str) -> str:
 
 def test_models_import_and_build():
     out = _python(
-        "from nas.torchvision_compat import import_torchvision\n"
+        "from nas.core.torchvision_compat import import_torchvision\n"
         "tv = import_torchvision()\n"
         "seg = tv.models.segmentation\n"
         "m = seg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)\n"
@@ -28,7 +28,7 @@ def test_models_import_and_build():
 def test_schemas_defined_only_when_compiled_ops_fail():
     """Here the shim defines schemas iff torchvision's compiled library fails to load."""
     out = _python(
-        "import nas.torchvision_compat as c\n"
+        "import nas.core.torchvision_compat as c\n"
         "loads = c._compiled_ops_load()\n"
         "c.ensure_torchvision_importable()\n"
         "print(loads, c._library is not None)"
@@ -39,7 +39,7 @@ def test_schemas_defined_only_when_compiled_ops_fail():
 
 def test_does_nothing_where_ops_load():
     out = _python(
-        "import nas.torchvision_compat as c\n"
+        "import nas.core.torchvision_compat as c\n"
         "c._compiled_ops_load = lambda: True\n"
         "c.ensure_torchvision_importable()\n"
         "print(c._library is None)"

@@ -1,21 +1,27 @@
-"""The training recipe's safeguards (`nas.train`): the pooled loss (`nas.distill.LossScales`),
-whose mean over the batches its scales were measured on is R's numerator over its denominator;
-the weights kept are those of the best validation R; a calibration that lowers the output's R
-is undone."""
+"""The training recipe's safeguards (`nas.student.train`): the pooled loss
+(`nas.student.losses.LossScales`), whose mean over the batches its scales were measured on is R's
+numerator over its denominator; the weights kept are those of the best validation R; a calibration
+that lowers the output's R is undone."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-import nas.refit
-import nas.train
-from nas.distill import LossWeights, batches_r, delta_losses, measure_scales
-from nas.graph import layer_graph
-from nas.pipeline import SearchOptions, prepare
+import nas.student.refit
+import nas.student.train
+from nas.graph.layers import layer_graph
+from nas.searching.pipeline import SearchOptions, prepare
 from nas.spec import load_spec
-from nas.student import build_student, load_student_weights
-from nas.train import TrainConfig, calibrate_student, train_student, trainable, trained_blocks
+from nas.student.build import build_student, load_student_weights
+from nas.student.losses import LossWeights, batches_r, delta_losses, measure_scales
+from nas.student.train import (
+    TrainConfig,
+    calibrate_student,
+    train_student,
+    trainable,
+    trained_blocks,
+)
 from search_spaces import FullBlock, balance_factors, build_candidate
 from tests.conftest import TINY_SEARCH, build_tiny, uniform_spec
 
@@ -116,9 +122,9 @@ def test_a_calibration_that_lowers_the_output_r_is_undone(setup, monkeypatch):
             for _, conv in model.delta_convs():
                 for p in conv.block.parameters():
                     p.mul_(0.3)
-        return nas.refit.RefitReport()
+        return nas.student.refit.RefitReport()
 
-    monkeypatch.setattr(nas.train, "refit_student", harmful)
+    monkeypatch.setattr(nas.student.train, "refit_student", harmful)
     undone = calibrate_student(student, run.next_batch)
     assert not undone.kept and undone.r_after < undone.r_before
     assert all(torch.equal(student.state_dict()[k], start[k]) for k in start)
@@ -177,8 +183,8 @@ def test_full_blocks_are_not_trained(setup, tmp_path):
 def test_validation_weighs_every_clip_the_same(setup, tmp_path):
     """`held_out_r` is the mean of each held-out clip's own R, not R pooled over the clips: a
     clip whose output barely changes counts as much as one that moves."""
-    from nas.holdout import held_out_agreement
-    from nas.train import VALIDATION_FRAMES, held_out_r
+    from nas.student.holdout import held_out_agreement
+    from nas.student.train import VALIDATION_FRAMES, held_out_r
 
     run, student, _ = setup
     spec = load_spec(uniform_spec(run, tmp_path / "spec.json", None))

@@ -10,9 +10,9 @@ import onnxruntime
 import pytest
 import torch
 
+from nas.core.errors import NasError
 from nas.data import load_frames, open_video
-from nas.errors import NasError
-from nas.graph import layer_graph
+from nas.graph.layers import layer_graph
 from nas.teachers import OutputKind, Teacher, load_teacher
 from nas.teachers.u2net import u2netp_path
 

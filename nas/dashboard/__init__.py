@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from nas import runs
+from nas.core.io import atomic_write_text
 from nas.dashboard import data as d
 from nas.dashboard import figures as f
 from nas.dashboard.page import Section, render
-from nas.io import atomic_write_text
+from nas.study import runs
 
 __all__ = ["build_page", "write_dashboard"]
 

@@ -1,6 +1,6 @@
 """The dashboard's data: a run folder read into plain values, one function per figure.
 
-`load_run` reads the run folder (layout in `nas.runs`); every other function turns the
+`load_run` reads the run folder (layout in `nas.study.runs`); every other function turns the
 `RunData` into a small dataclass of lists (JSON-able: `dataclasses.asdict`) that exactly one
 figure draws. Nothing here knows about plotly.
 
@@ -23,17 +23,18 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from nas import runs
-from nas.cost import conv_macs
-from nas.errors import NasError
-from nas.inner import StepLog
+from nas.core.errors import NasError
+from nas.graph.layers import conv_macs
+from nas.searching.supernet import StepLog
 from nas.spec import Spec, load_spec
+from nas.study import runs
 from search_spaces import decode
 
 COMPLETE = "COMPLETE"
 STEP_FIELDS = [f.name for f in dataclasses.fields(StepLog)]
 _FLOAT_COLUMNS = ("agreement", "r", "gflops", "latency_ms", "speedup", "duration_s")
-# R of the cheap answers at each trial's cost (`nas.compare`), with their front-table headers.
+# R of the cheap answers at each trial's cost (`nas.student.compare`), with their front-table
+# headers.
 _BASELINE_R = {"repeat_r": "R key repeated", "lowres_r": "R low-res", "uniform_r": "R uniform"}
 _BOOL_COLUMNS = ("feasible", "pareto")
 _TEXT_COLUMNS = ("state", "spec_path", "started")
@@ -46,7 +47,8 @@ _FALSE = {"false", "0", "no", "f", "n", "0.0", "", "nan", "none", "<na>"}
 
 @dataclass(frozen=True)
 class TrialRow:
-    """One row of the trials table (`nas.runs.COLUMNS`), hyperparameters without the prefix."""
+    """One row of the trials table (`nas.study.runs.COLUMNS`), hyperparameters without the
+    prefix."""
 
     trial: int
     state: str

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from nas.core.errors import NasError
 from nas.data.frames import IGNORE_INDEX, Frame, FrameSequence, Video
 from nas.data.images import read_image, read_label_ids
-from nas.errors import NasError
 
 CITYSCAPES_CLASSES = (
     "road",

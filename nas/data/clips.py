@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nas.core.errors import NasError
 from nas.data.frames import IGNORE_INDEX
-from nas.errors import NasError
 
 
 @dataclass(frozen=True, eq=False)

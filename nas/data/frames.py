@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nas.errors import NasError
+from nas.core.errors import NasError
 
 IGNORE_INDEX = 255  # label value of pixels (and frames) without a class
 

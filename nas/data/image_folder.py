@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from nas.core.errors import NasError
 from nas.data.frames import Frame, FrameSequence
 from nas.data.images import IMAGE_SUFFIXES, list_images, read_image
-from nas.errors import NasError
 
 
 class ImageFolder(FrameSequence):

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from nas.core.errors import NasError
 from nas.data.frames import error_text
-from nas.errors import NasError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from nas.core.errors import NasError
 from nas.data.cityscapes import is_cityscapes_root, open_cityscapes
 from nas.data.frames import FrameSequence, Video, check_selection
 from nas.data.image_folder import ImageFolder
@@ -36,7 +37,6 @@ from nas.data.images import IMAGE_SUFFIXES, list_images
 from nas.data.samples import SAMPLES, open_sample
 from nas.data.synthetic import open_synthetic
 from nas.data.video_file import VideoFile
-from nas.errors import NasError
 
 SPEC_FORMS = (
     "sample:NAME, synthetic[:key=value,...], cityscapes:ROOT[:split], a folder of frames or "

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from nas.core.errors import NasError
+from nas.core.packaged import packaged_file
 from nas.data.frames import Video
 from nas.data.video_file import VideoFile
-from nas.errors import NasError
-from nas.packaged import packaged_file
 
 SAMPLES = {
     "bikes": "bikes.mp4",

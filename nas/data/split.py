@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nas.errors import NasError
+from nas.core.errors import NasError
 
 
 @dataclass(frozen=True)

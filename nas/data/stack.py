@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
+from nas.core.errors import NasError
 from nas.data.frames import IGNORE_INDEX, FrameSequence, Video
 from nas.data.transforms import resize_crop
-from nas.errors import NasError
 
 
 @dataclass(frozen=True, eq=False)

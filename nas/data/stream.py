@@ -41,11 +41,11 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from nas.core.errors import NasError
 from nas.data.clips import ClipBatch, clip_pairs
 from nas.data.frames import IGNORE_INDEX, Frame, FrameSequence, Video
 from nas.data.split import split_by_time
 from nas.data.transforms import resize_crop
-from nas.errors import NasError
 
 CLIP_MEMORY = 512 * 2**20  # bytes of fitted frames one split may hold by default
 STREAMS = 2  # random streams whose windows stay decoded

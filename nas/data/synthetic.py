@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from nas.core.errors import NasError
+from nas.core.sizes import parse_size
 from nas.data.frames import Frame, FrameSequence, Video
-from nas.errors import NasError
-from nas.sizes import parse_size
 
 SYNTHETIC_CLASSES = ("background", "rectangle", "disc")
 RECTANGLE, DISC = 1, 2

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nas.core.errors import NasError
 from nas.data.frames import Frame
-from nas.errors import NasError
 
 
 def cover_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:

@@ -18,8 +18,8 @@ from pathlib import Path
 import av
 import torch
 
+from nas.core.errors import NasError
 from nas.data.frames import Frame, FrameSequence, error_text
-from nas.errors import NasError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas.errors import NasError
+from nas.core.errors import NasError
 from nas.teachers import torchvision_seg as _torchvision_seg
 from nas.teachers.base import InputSpec, OutputKind, Teacher
 from nas.teachers.onnx import check_no_weight_options, onnx_teacher

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas.errors import NasError
+from nas.core.errors import NasError
 
 
 class OutputKind(str, Enum):

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
-from nas.errors import NasError
-from nas.packaged import packaged_file
+from nas.core.errors import NasError
+from nas.core.packaged import packaged_file
+from nas.core.torchvision_compat import ensure_torchvision_importable
+from nas.graph.trace import traced_forward
 from nas.teachers.base import (
     UNIT_RANGE,
     InputSpec,
@@ -29,8 +31,6 @@ from nas.teachers.base import (
     select_output,
 )
 from nas.teachers.registry import TEACHERS
-from nas.torchvision_compat import ensure_torchvision_importable
-from nas.trace import traced_forward
 
 DEFAULT_SIZE = (480, 640)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from nas.registry import Registry
+from nas.core.registry import Registry
 from nas.teachers.base import Teacher
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nas.core.torchvision_compat import import_torchvision
 from nas.teachers.base import IMAGENET, InputSpec, OutputKind, Teacher
 from nas.teachers.batchnorm_stats import measure_batchnorm_stats
 from nas.teachers.registry import TEACHERS
@@ -25,7 +26,6 @@ from nas.teachers.weights import (
     seeded_init,
     weights_id,
 )
-from nas.torchvision_compat import import_torchvision
 
 DEFAULT_CLASSES = 1000  # ImageNet-1k
 INPUT = InputSpec(**IMAGENET, size_multiple=32, default_size=(224, 224))

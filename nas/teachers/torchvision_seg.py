@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nas.core.torchvision_compat import import_torchvision
 from nas.teachers.base import IMAGENET, InputSpec, OutputKind, Teacher
 from nas.teachers.batchnorm_stats import measure_batchnorm_stats
 from nas.teachers.registry import TEACHERS
@@ -19,7 +20,6 @@ from nas.teachers.weights import (
     seeded_init,
     weights_id,
 )
-from nas.torchvision_compat import import_torchvision
 
 DEFAULT_CLASSES = 21  # torchvision's COCO subset with the Pascal VOC categories
 INPUT = InputSpec(**IMAGENET, size_multiple=8, default_size=(520, 520))

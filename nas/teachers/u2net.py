@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas.packaged import packaged_file
+from nas.core.packaged import packaged_file
 from nas.teachers.base import IMAGENET, InputSpec, OutputKind, Teacher
 from nas.teachers.onnx import check_no_weight_options, onnx_teacher
 from nas.teachers.registry import TEACHERS

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from torch import nn
 
-from nas.errors import NasError
+from nas.core.errors import NasError
+from nas.graph.trace import runs_on_meta, traced_forward
 from nas.teachers.base import (
     IMAGENET,
     InputSpec,
@@ -26,7 +27,6 @@ from nas.teachers.base import (
     select_output,
 )
 from nas.teachers.weights import load_into, read_state_dict
-from nas.trace import runs_on_meta, traced_forward
 
 USER_INPUT = InputSpec(**IMAGENET, size_multiple=8, default_size=(520, 520))
 

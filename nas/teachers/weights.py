@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas.errors import NasError
+from nas.core.errors import NasError
 from nas.teachers.base import RANDOM_INIT, file_sha256
 from nas.teachers.batchnorm_stats import CLIP, FRAMES, STRIDE
 

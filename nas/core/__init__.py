@@ -1,0 +1,1 @@
+"""Errors, the registry, atomic files, sizes, memory layout: what every stage uses."""

@@ -1,0 +1,1 @@
+"""What a model costs: multiply-adds, budgets, measured latency, cost tables, amortised cost."""

@@ -1,0 +1,1 @@
+"""The delta model that ships: key frames, delta frames, liveness, replay, the runner."""

@@ -1,0 +1,1 @@
+"""The teacher's conv layers as a graph: tracing, the layer list, BatchNorm folding."""

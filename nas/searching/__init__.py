@@ -1,0 +1,1 @@
+"""The architecture search: the supernet, its inner search, export and the pipeline."""
