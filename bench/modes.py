@@ -41,6 +41,7 @@ from nas.cost.macs import count_macs
 from nas.searching.pipeline import SearchOptions, prepare, search
 from nas.student.build import build_student
 from nas.student.evaluate import evaluate
+from nas.student.losses import LossWeights
 from nas.student.train import TrainConfig, train_student
 from nas.teachers import load_teacher
 
@@ -83,7 +84,7 @@ def run_method(options: SearchOptions, *, train_steps: int, eval_start: int, eva
                 lr=options.lr_weights,
                 checkpoint_every=train_steps,
                 seed=options.seed,
-                weights=options.search_config().loss_weights(),
+                weights=LossWeights.of(options),
                 tc_weight=options.tc_weight if options.mode != "delta" else 0.0,
             )
             train_student(student, run.teacher, run.next_batch, out=Path(scratch), config=config)

@@ -333,7 +333,7 @@ def cheapest(
     spec = make_spec(
         run.teacher, run.layers, picks, run.macs, run.budget, run.size, run.options, {}
     )
-    return spec.model_copy(update={"search": spec.search | {"cheapest": by}})
+    return spec.model_copy(update={"search": spec.search.model_copy(update={"cheapest": by})})
 
 
 def residual_projections(module: torch.nn.Module) -> set[str]:
@@ -374,20 +374,20 @@ def closed_branches(spec: Spec) -> Spec | None:
         else layer
         for layer in spec.layers
     ]
-    search = spec.search | {"closed_branches": True}
+    search = spec.search.model_copy(update={"closed_branches": True})
     return spec.model_copy(update={"layers": layers, "totals": totals, "search": search})
 
 
 def label_of(spec: Spec) -> str:
     """How a spec is named in the tables: its budget (and time limit), or what made it."""
     interval = spec.keyframe_interval
-    closed = " closed" if spec.search.get("closed_branches") else ""
-    by = spec.search.get("cheapest")
+    closed = " closed" if getattr(spec.search, "closed_branches", None) else ""
+    by = getattr(spec.search, "cheapest", None)
     if by:
         return f"{'fastest' if by == 'latency' else 'cheapest'}{closed} K={interval}"
     if closed:
         return f"{spec.budget.text}{closed} K={interval}"
-    limit = spec.search.get("max_latency")
+    limit = spec.search.max_latency
     return f"{spec.budget.text}{f' <={limit}' if limit else ''} K={interval}"
 
 
@@ -559,9 +559,7 @@ def main() -> None:
             cheapest(args.teacher, size, interval, args.device, by="latency")
             for _, interval in budgets
         ]
-    specs += closed_ones(
-        [s for s in specs if not isinstance(s, str) and not s.search.get("max_latency")]
-    )
+    specs += closed_ones([s for s in specs if not isinstance(s, str) and not s.search.max_latency])
     if args.cheapest:
         specs += [cheapest(args.teacher, size, interval, args.device) for _, interval in budgets]
     specs += fastest + closed_ones(fastest)

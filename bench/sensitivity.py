@@ -18,7 +18,7 @@ import torch
 
 from nas.searching.pipeline import SearchOptions, prepare
 from nas.searching.supernet import measure_all_candidates, measure_sensitivity
-from nas.student.losses import student_losses
+from nas.student.losses import LossWeights, student_losses
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
         m.generator = generator
         m.sample()
     batch = run.next_batch(generator)
-    student_losses(net.model, batch, run.teacher, options.search_config().loss_weights())
+    student_losses(net.model, batch, run.teacher, LossWeights.of(options))
     measure_all_candidates(net)
     found = measure_sensitivity(net, batch)
     total = run.macs.keyframe

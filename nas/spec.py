@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,9 +27,19 @@ from pydantic import (
 
 from nas.core.errors import NasError
 from nas.core.io import atomic_write_text
-from nas.graph.layers import ConvLayer
+
+if TYPE_CHECKING:
+    from nas.graph.layers import ConvLayer
 
 FORMAT = 1
+
+
+# The temporal loss weight of the authors' published training configuration
+# (`config/cityscapes/cityscapes_pspnet18_flow.yaml`: `st_weight: 0.1`, frame gap 3), added to the
+# cross-entropy there; taken from that code, not confirmed against the paper's text. That code's
+# loss is a mean over logits rather than this module's probability distance, so 0.1 is the
+# authors' weight, not a calibrated equivalent: tune it against the distillation loss it joins.
+DEFAULT_TC_WEIGHT = 0.1
 
 
 class _Frozen(BaseModel):
@@ -83,6 +93,55 @@ class SpecLayer(_Frozen):
         return value
 
 
+class SearchConfig(BaseModel):
+    """The inner search's hyperparameters, declared once: the search reads them
+    (`nas.searching.supernet.run_search`), `nas.searching.pipeline.SearchOptions` extends them
+    with everything else `nas search` takes, the CLI takes its defaults from them, and a spec
+    records them (`Spec.search`). They live with the spec, below the search, because the spec
+    that records them is read by stages that come before the search (building a student)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(default=150, ge=1)
+    batch_size: int = Field(default=2, ge=1)
+    lr_weights: float = Field(default=1e-4, gt=0)
+    lr_arch: float = Field(default=0.05, gt=0)
+    tau_start: float = Field(default=2.0, gt=0)
+    tau_end: float = Field(default=0.2, gt=0)
+    dual_lr: float = Field(default=0.5, gt=0)
+    penalty: str = Field(default="constraint", pattern="^(constraint|fixed)$")  # or the paper's
+    beta: float = Field(default=1.0, ge=0)  # the fixed penalty's weight, per budget's worth
+    layer_weight: float = Field(default=1.0, ge=0)
+    output_weight: float = Field(default=1.0, ge=0)
+    task_weight: float = Field(default=1.0, ge=0)
+    tc_weight: float = Field(default=DEFAULT_TC_WEIGHT, ge=0)  # temporal consistency (per-frame)
+    # Per-frame modes: the share of steps with layer terms only (blockwise).
+    blockwise_fraction: float = Field(default=0.5, ge=0, le=1)
+    # Weigh each layer's error by its measured output sensitivity (False: a plain mean of layer
+    # errors, the objective before it, kept to measure what the weighting is worth).
+    sensitivity: bool = True
+    seed: int = 0
+
+    @classmethod
+    def of(cls, options: BaseModel) -> SearchConfig:
+        """The hyperparameters among `options`' fields (a `SearchOptions`, or a record)."""
+        return cls(**options.model_dump(include=set(cls.model_fields)))
+
+
+class SearchRecord(SearchConfig):
+    """What a spec records of its search: the hyperparameters, and what else it was given.
+    Other keys are kept as they are (benchmarks mark the specs they derive)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    search_space: str = "default"
+    video: list[str] | None = None  # the clips searched on
+    input_scale: float = 1.0
+    layout: str = "auto"  # the layout latencies were measured in
+    max_latency: str | None = None  # as given, beside a FLOPs budget
+    max_latency_s: float | None = None  # the same in seconds
+
+
 class TeacherRef(_Frozen):
     name: str
     weights_id: str
@@ -131,7 +190,7 @@ class Spec(_Frozen):
     budget: BudgetRef
     layers: list[SpecLayer]
     totals: Totals
-    search: dict[str, Any] = Field(default_factory=dict)
+    search: SearchRecord = Field(default_factory=SearchRecord)
     seed: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
 

@@ -95,7 +95,7 @@ def test_clips_come_from_every_sequence_split_by_time(clips_dir, form):
         run.options,
         {},
     )
-    assert spec.search["video"] == videos
+    assert spec.search.video == videos
 
 
 def test_one_string_and_the_teachers_default():

@@ -4,7 +4,6 @@ whose change does not."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 import pytest
@@ -188,7 +187,7 @@ def test_the_search_measures_sensitivity_only_when_asked(branchy, sensitivity):
     """`SearchConfig.sensitivity`: measured on the first step, else every layer weighs 1."""
     options = _options("tests.test_output_aware:build_branchy", steps=1)
     net = branchy.supernet()
-    config = dataclasses.replace(options.search_config(), sensitivity=sensitivity)
+    config = options.search_config().model_copy(update={"sensitivity": sensitivity})
     run_search(
         net,
         branchy.teacher,

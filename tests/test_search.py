@@ -110,7 +110,7 @@ def test_deterministic_for_a_seed(tmp_path, tiny_run):
 def test_fixed_penalty_runs(tmp_path):
     result = _run(tmp_path, penalty="fixed", beta=2.0)
     assert result.spec.totals.amortised_macs <= 3e6
-    assert result.spec.search["penalty"] == "fixed"
+    assert result.spec.search.penalty == "fixed"
 
 
 def test_budget_below_key_frame_share_is_refused_before_work(tmp_path):
@@ -141,7 +141,7 @@ def test_latency_budget_checked_end_to_end(tmp_path, monkeypatch, layout):
     result = _run(tmp_path, budget="1s", layout=layout)
     metrics = result.spec.metrics
     assert metrics["amortised_ms"] <= 1000.0 and metrics["keyframe_ms"] > 0
-    assert result.spec.search["layout"] == layout
+    assert result.spec.search.layout == layout
     keys = _timed_keys(tmp_path / "cache")
     assert keys and all(key.endswith(":nhwc") == (layout == "auto") for key in keys)
 
@@ -151,7 +151,7 @@ def test_latency_limit_beside_a_flops_budget(tmp_path, monkeypatch):
     result = _run(tmp_path, max_latency="1s")
     spec = result.spec
     assert spec.budget.text == "3MFLOPs" and spec.totals.amortised_macs <= 3e6
-    assert spec.search["max_latency"] == "1s"
+    assert spec.search.max_latency == "1s"
     assert 0 < spec.metrics["amortised_ms"] <= 1000.0  # measured end to end, within the limit
     # The speed-up is set against the frames the limit was checked on, not a second timing.
     m = spec.metrics

@@ -15,7 +15,10 @@ from rich.table import Table
 
 from nas.cli.app import DEVICE, LAYOUT, TEACHER_WEIGHTS, VIDEOS_HELP, app, console
 from nas.core.errors import NasError
-from nas.spec import Mode
+from nas.spec import Mode, SearchConfig
+
+# The search's hyperparameters' defaults, declared once (`nas.spec.SearchConfig`).
+DEFAULT = {name: field.default for name, field in SearchConfig.model_fields.items()}
 
 RUN = typer.Argument(..., help="Run folder of a study (written by nas search).")
 
@@ -148,19 +151,23 @@ def search(
         "--search-space",
         help="Preset name (default, paper) or a YAML file; several, comma-separated, to tune.",
     ),
-    steps: int = typer.Option(150, "--steps", help="Search steps per trial."),
+    steps: int = typer.Option(DEFAULT["steps"], "--steps", help="Search steps per trial."),
     train_steps: int = typer.Option(
         20, "--train-steps", help="Brief retraining steps per trial before evaluation."
     ),
-    batch_size: int = typer.Option(2, "--batch-size", help="Clips per step."),
+    batch_size: int = typer.Option(DEFAULT["batch_size"], "--batch-size", help="Clips per step."),
     max_frames: int = typer.Option(150, "--max-frames", help="Frames read from the video."),
     penalty: str = typer.Option(
-        "constraint", "--penalty", help="constraint (Lagrange multiplier) or fixed (the paper's)."
+        DEFAULT["penalty"],
+        "--penalty",
+        help="constraint (Lagrange multiplier) or fixed (the paper's).",
     ),
     beta: float = typer.Option(
-        1.0, "--beta", help="Weight of the fixed penalty, per budget's worth of cost."
+        DEFAULT["beta"], "--beta", help="Weight of the fixed penalty, per budget's worth of cost."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every random draw."),
+    seed: int = typer.Option(
+        DEFAULT["seed"], "--seed", help="Seed of the sampler and of every random draw."
+    ),
     device: str | None = DEVICE,
     layout: str = LAYOUT,
     teacher_weights: Path | None = TEACHER_WEIGHTS,
@@ -427,9 +434,9 @@ def _budget_line(spec) -> str:
 
     ref = spec.budget
     line = f"budget {recorded_budget(ref.text, ref.value, CostKind(ref.kind))}"
-    if "max_latency_s" in spec.search:  # specs before it record the text only
+    if spec.search.max_latency_s is not None:  # specs before it record the text only
         limit = recorded_budget(
-            spec.search["max_latency"], spec.search["max_latency_s"], CostKind.LATENCY
+            spec.search.max_latency, spec.search.max_latency_s, CostKind.LATENCY
         )
         line += f", max latency {limit}"
     return line + " (amortised per frame)"

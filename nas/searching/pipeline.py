@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from evaluators.stream import StreamScores
 from nas.core.errors import NasError
@@ -41,7 +41,6 @@ from nas.delta.model import DeltaModel
 from nas.graph.layers import ConvLayer, layer_graph
 from nas.searching.end_to_end import fit_measured_latency
 from nas.searching.supernet import (
-    SearchConfig,
     StepLog,
     Supernet,
     build_supernet,
@@ -51,11 +50,21 @@ from nas.searching.supernet import (
     run_search,
 )
 from nas.searching.tables import latency_table, macs_table
-from nas.spec import BudgetRef, LayerShape, Mode, Spec, SpecLayer, TeacherRef, Totals, save_spec
+from nas.spec import (
+    BudgetRef,
+    LayerShape,
+    Mode,
+    SearchConfig,
+    SearchRecord,
+    Spec,
+    SpecLayer,
+    TeacherRef,
+    Totals,
+    save_spec,
+)
 from nas.student.build import build_student
 from nas.student.clips import calibration_stats, clip_batches, video_clips
 from nas.student.speed import measure_speedup, speedup_metrics, time_student, timing_frames
-from nas.student.tc_loss import DEFAULT_TC_WEIGHT
 from nas.teachers import Teacher, load_teacher
 from search_spaces import (
     InputStats,
@@ -66,10 +75,11 @@ from search_spaces import (
 )
 
 
-class SearchOptions(BaseModel):
-    """Everything `nas search` takes; written to the run folder as `config.json`."""
+class SearchOptions(SearchConfig):
+    """Everything `nas search` takes: the search's hyperparameters (`nas.spec.SearchConfig`) and
+    what it runs on; written to the run folder as `config.json`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
     teacher: str = "deeplabv3"
     teacher_weights: str | None = None
@@ -83,26 +93,10 @@ class SearchOptions(BaseModel):
     input_size: str | None = None  # HxW; default: the teacher's
     mode: Mode = Mode.DELTA
     input_scale: float = Field(default=1.0, gt=0, le=1)  # resolution mode: the student's scale
-    tc_weight: float = Field(default=DEFAULT_TC_WEIGHT, ge=0)  # per-frame modes
-    blockwise_fraction: float = Field(default=0.5, ge=0, le=1)  # per-frame modes
     search_space: str = "default"
-    steps: int = Field(default=150, ge=1)
-    batch_size: int = Field(default=2, ge=1)
-    lr_weights: float = Field(default=1e-4, gt=0)
-    lr_arch: float = Field(default=0.05, gt=0)
-    tau_start: float = Field(default=2.0, gt=0)
-    tau_end: float = Field(default=0.2, gt=0)
-    dual_lr: float = Field(default=0.5, gt=0)
-    layer_weight: float = Field(default=1.0, ge=0)
-    output_weight: float = Field(default=1.0, ge=0)
-    task_weight: float = Field(default=1.0, ge=0)
-    penalty: str = Field(default="constraint", pattern="^(constraint|fixed)$")
-    beta: float = Field(default=1.0, ge=0)
-    sensitivity: bool = True  # weigh layer errors by output sensitivity (`nas.searching.supernet`)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     val_batches: int = Field(default=8, ge=1)
     calibration_batches: int = Field(default=4, ge=0)  # 0: plain SVD starts, no data
-    seed: int = 0
     device: str | None = None  # cpu or cuda; default: cuda when available
     threads: int | None = None
     # The layout latencies are measured in: as `nas eval` and `nas infer` run the student
@@ -122,8 +116,7 @@ class SearchOptions(BaseModel):
         return self.keyframe_interval if self.mode == Mode.DELTA else None
 
     def search_config(self) -> SearchConfig:
-        fields = {f.name for f in dataclasses.fields(SearchConfig)}
-        return SearchConfig(**{k: v for k, v in self.model_dump().items() if k in fields})
+        return SearchConfig.of(self)
 
 
 @dataclass
@@ -573,15 +566,15 @@ def make_spec(
             amortised_macs=amortised(table.keyframe, delta, k),
             student_params=sum(layer.params for layer in spec_layers),
         ),
-        search=options.search_config().as_dict()
-        | {
-            "search_space": options.search_space,
-            "video": videos_or_default(options.video, teacher.output_kind),
-            "input_scale": options.input_scale,
-            "layout": options.layout,
-        }
-        | ({"max_latency": options.max_latency} if options.max_latency else {})
-        | ({"max_latency_s": limit.value} if limit is not None else {}),
+        search=SearchRecord(
+            **options.search_config().model_dump(),
+            search_space=options.search_space,
+            video=videos_or_default(options.video, teacher.output_kind),
+            input_scale=options.input_scale,
+            layout=options.layout,
+            max_latency=options.max_latency or None,
+            max_latency_s=None if limit is None else limit.value,
+        ),
         seed=options.seed,
         metrics=metrics,
     )

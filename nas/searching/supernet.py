@@ -33,8 +33,7 @@ is the paper's fixed weight instead: beta * E[C] / B (beta per budget's worth of
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -47,6 +46,7 @@ from nas.delta.model import DeltaModel, Phase
 from nas.graph.layers import ConvLayer
 from nas.searching.export import LayerChoice, Limit, export_choices
 from nas.searching.mixed import MixedDelta
+from nas.spec import SearchConfig
 from nas.student.losses import (
     LossWeights,
     batches_r,
@@ -55,36 +55,6 @@ from nas.student.losses import (
     student_losses,
 )
 from nas.teachers.base import Teacher
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Hyperparameters of one inner search (the outer loop samples these)."""
-
-    steps: int = 150
-    batch_size: int = 2
-    lr_weights: float = 1e-4
-    lr_arch: float = 0.05
-    tau_start: float = 2.0
-    tau_end: float = 0.2
-    dual_lr: float = 0.5
-    penalty: str = "constraint"  # or "fixed"
-    beta: float = 1.0  # the fixed penalty's weight, per budget's worth of cost
-    layer_weight: float = 1.0
-    output_weight: float = 1.0
-    task_weight: float = 1.0
-    tc_weight: float = 0.0  # temporal consistency (per-frame modes)
-    blockwise_fraction: float = 0.5  # per-frame modes: the share of steps with layer terms only
-    # Weigh each layer's error by its measured output sensitivity (False: a plain mean of layer
-    # errors, the objective before it, kept to measure what the weighting is worth).
-    sensitivity: bool = True
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(self.layer_weight, self.output_weight, self.task_weight)
 
 
 @dataclass
@@ -411,7 +381,7 @@ def run_search(
             net.model,
             batch,
             teacher,
-            config.loss_weights(),
+            LossWeights.of(config),
             tc_weight=config.tc_weight,
             blockwise=progress < config.blockwise_fraction,
         )

@@ -128,6 +128,11 @@ class LossWeights:
     output: float = 1.0
     task: float = 1.0
 
+    @classmethod
+    def of(cls, config) -> LossWeights:
+        """The weights a `nas.spec.SearchConfig` (or anything with its three fields) gives."""
+        return cls(config.layer_weight, config.output_weight, config.task_weight)
+
 
 def delta_losses(
     model: DeltaModel,

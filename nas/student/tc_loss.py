@@ -42,14 +42,8 @@ import torch.nn.functional as F
 
 from evaluators.flow import consistency_mask, dis_flow, warp
 from nas.core.errors import NasError
+from nas.spec import DEFAULT_TC_WEIGHT  # noqa: F401  (the weight the spec records by default)
 from nas.teachers.base import IMAGENET, OutputKind
-
-# The temporal loss weight of the authors' published training configuration
-# (`config/cityscapes/cityscapes_pspnet18_flow.yaml`: `st_weight: 0.1`, frame gap 3), added to the
-# cross-entropy there; taken from that code, not confirmed against the paper's text. That code's
-# loss is a mean over logits rather than this module's probability distance, so 0.1 is the
-# authors' weight, not a calibrated equivalent: tune it against the distillation loss it joins.
-DEFAULT_TC_WEIGHT = 0.1
 
 # Per-channel scale of image differences in the mask: the ImageNet std in grey levels, the units
 # of the normalised images the paper's mask is computed on.

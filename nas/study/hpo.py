@@ -55,6 +55,7 @@ from nas.student.baselines import repeat_interval
 from nas.student.build import build_student
 from nas.student.compare import baseline_metrics
 from nas.student.holdout import held_out_agreement
+from nas.student.losses import LossWeights
 from nas.student.train import TrainConfig, has_blocks_to_train, train_student
 from nas.study import runs
 
@@ -315,7 +316,7 @@ class Objective:
                 lr=params["lr_weights"],
                 checkpoint_every=options.train_steps,
                 seed=options.search.seed,
-                weights=run.options.search_config().loss_weights(),
+                weights=LossWeights.of(run.options),
                 tc_weight=run.options.tc_weight,
             )
             scratch = folder / "train"
