@@ -22,7 +22,7 @@ repeated every K', the cheap answer at the same cost).
 Every stage is saved in `--out` (the search's run folder, the calibrated weights, the training
 checkpoint, each clip's scores) and skipped when found, so an interrupted run resumes:
 
-    python bench/quality.py                                  # both teachers, 1/2 and 1/3
+    python bench/quality.py                                  # every real teacher, 1/2 and 1/3
     python bench/quality.py --teachers u2netp:320x320 --fractions 0.5
 """
 
@@ -51,7 +51,7 @@ from nas.student.train import (
 )
 from nas.study.hpo import Objective, StudyOptions
 
-TEACHERS = "ppocrv4_det:480x640,u2netp:320x320"
+TEACHERS = "ppocrv4_det:480x640,u2netp:320x320,selfie:256x256"
 
 
 def _timed(folder: Path, name: str, work) -> float:
