@@ -124,3 +124,22 @@ def test_same_padding_is_tensorflows():
     assert same_padding(7, 3, 2, 1) == (1, 1)
     assert same_padding(16, 3, 1, 1) == (1, 1)
     assert same_padding(16, 1, 1, 1) == (0, 0)
+
+
+def test_a_delta_model_of_selfie_is_exact_on_its_key_frame(selfie):
+    """The delta model wraps the TFLite graph's convs like any teacher's: its key frame is the
+    teacher's output, and a full-rank student's delta frame is the teacher's too."""
+    from nas.delta.model import DeltaModel
+    from nas.graph.layers import layer_graph
+    from search_spaces import build_candidate
+
+    layers = layer_graph(selfie.module, (64, 64))
+    model = DeltaModel.build(
+        selfie.module,
+        layers,
+        lambda layer, conv: build_candidate("full", layer, weight=conv.weight.detach()),
+    ).eval()
+    x_key, x_t = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.key_frame(x_key), selfie(x_key), atol=1e-6)
+        assert torch.allclose(model.delta_frame(x_t), selfie(x_t), atol=1e-5)

@@ -78,7 +78,8 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
 
 
 class Conv(nn.Module):
-    """CONV_2D and DEPTHWISE_CONV_2D: `conv` is the real `nn.Conv2d` the search sees."""
+    """CONV_2D and DEPTHWISE_CONV_2D: `conv` is the real `nn.Conv2d` the search sees (and a
+    delta model replaces), so its geometry is kept here too."""
 
     def __init__(self, conv: nn.Conv2d, padding: int, activation: int) -> None:
         super().__init__()
@@ -86,6 +87,7 @@ class Conv(nn.Module):
         self.same = padding == SAME
         self.activation = activation
         k, d, s = conv.kernel_size, conv.dilation, conv.stride
+        self.geometry = (k, s, d)
         # At stride 1 SAME padding is symmetric at every size: the conv pads itself.
         self.explicit = self.same and s != (1, 1)
         if self.same and not self.explicit:
@@ -96,11 +98,7 @@ class Conv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.explicit:
-            (kh, kw), (sh, sw), (dh, dw) = (
-                self.conv.kernel_size,
-                self.conv.stride,
-                self.conv.dilation,
-            )
+            (kh, kw), (sh, sw), (dh, dw) = self.geometry
             top, bottom = same_padding(x.shape[-2], kh, sh, dh)
             left, right = same_padding(x.shape[-1], kw, sw, dw)
             x = F.pad(x, (left, right, top, bottom))
