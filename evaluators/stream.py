@@ -5,9 +5,10 @@ teacher's and, where the student has key frames, the key frame's (teacher) outpu
 returns the mean of each `evaluators.agreement` score (agreement, MAE, ...) over the updates,
 and, given key frames, `r` (`evaluators.Recovered`: the share of the teacher's change
 recovered) and `error_vs_key` (`evaluators.ErrorVsKey`). The search's validation, the study's
-held-out score, the training's validation and `nas eval` (per distance from the key frame,
-`evaluators.ByDistance`) all read a student through it, so each score means the same thing
-everywhere.
+held-out score, the training's validation, the comparison with the cheap answers
+(`nas.student.compare`, with the reference answer as the key frame) and `nas eval` (per distance
+from the key frame, `evaluators.ByDistance`) all read a student through it, so each score means
+the same thing everywhere.
 """
 
 from __future__ import annotations

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from evaluators.agreement import agreement
 from evaluators.flow import dis_flow
-from evaluators.recovered import Recovered
+from evaluators.stream import StreamScores
 from evaluators.temporal import TemporalConsistency
 from nas.delta.model import DeltaModel, resize
 from nas.delta.runner import DeltaRunner
@@ -95,10 +94,8 @@ class LowRes(Column):
 
 @dataclass
 class _Scores:
-    recovered: Recovered
+    stream: StreamScores  # agreement, and R against the reference as the key frame
     tc: TemporalConsistency
-    agreement: float = 0.0
-    frames: int = 0
 
 
 def compare(
@@ -115,7 +112,9 @@ def compare(
     name, `r` (None: the teacher's output never moved), `agreement` and `tc`."""
     kind, classes = teacher.output_kind, teacher.num_classes
     reference = Repeated(interval)
-    scores = {c.name: _Scores(Recovered(), TemporalConsistency(kind, classes)) for c in columns}
+    scores = {
+        c.name: _Scores(StreamScores(kind), TemporalConsistency(kind, classes)) for c in columns
+    }
     seen = 0
     for frames in sequences:
         reference.reset()
@@ -134,23 +133,22 @@ def compare(
                 flow = dis_flow(previous[0], image, preset=next(iter(scores.values())).tc.preset)
             for name, y in outputs.items():
                 found = scores[name]
-                found.recovered.update(y, y_ref, y_teacher)
-                found.agreement += agreement(y, y_teacher, kind=kind)["agreement"]
-                found.frames += 1
+                found.stream.update(y, y_teacher, y_ref)
                 if previous is not None:
                     found.tc.update(previous[1][name].cpu(), y.cpu(), previous[0], image, flow=flow)
             previous = (image, outputs)
             seen += 1
             if on_frame is not None:
                 on_frame(seen)
-    return {
-        name: {
-            "r": found.recovered.compute(),
-            "agreement": found.agreement / found.frames if found.frames else None,
-            "tc": found.tc.compute() if found.frames > 1 else None,
+    results = {}
+    for name, found in scores.items():
+        frames, stream = found.stream.updates, found.stream.compute()
+        results[name] = {
+            "r": stream["r"],
+            "agreement": stream.get("agreement"),
+            "tc": found.tc.compute() if frames > 1 else None,
         }
-        for name, found in scores.items()
-    }
+    return results
 
 
 BASELINES = ("repeat", "lowres", "uniform")  # the cheap answers' keys in `baseline_metrics`

@@ -6,6 +6,7 @@ Data loading, distillation losses and evaluators read these fields instead of gu
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from nas.core.errors import NasError
+from nas.graph.trace import traced_forward
 
 
 class OutputKind(str, Enum):
@@ -117,3 +119,28 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_teacher(
+    module: nn.Module,
+    path: str | Path,
+    *,
+    name: str,
+    input_spec: InputSpec,
+    output_kind: OutputKind | None,
+    device: str,
+) -> Teacher:
+    """A teacher from a model file converted to `module`: its output kind (where not given) and
+    classes read off one traced pass at the input's default size, its weights named by the
+    file's SHA-256. Materialised on a real device even for `meta`: converted graphs read
+    constants (resize scales, shapes) at run time, which shape-only tensors cannot give."""
+    probe, _ = traced_forward(module, (1, 3, *input_spec.default_size), nullcontext)
+    kind, classes = infer_output_kind(select_output(probe, None).shape)
+    return Teacher(
+        name=name,
+        module=module.to("cpu" if device == "meta" else device),
+        input_spec=input_spec,
+        output_kind=output_kind or kind,
+        num_classes=classes,
+        weights_id=file_sha256(path),
+    )

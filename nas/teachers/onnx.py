@@ -12,7 +12,6 @@ ONNX teachers are always materialised on a real device: their converted graphs r
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -20,15 +19,12 @@ import torch
 from nas.core.errors import NasError
 from nas.core.packaged import packaged_file
 from nas.core.torchvision_compat import ensure_torchvision_importable
-from nas.graph.trace import traced_forward
 from nas.teachers.base import (
     UNIT_RANGE,
     InputSpec,
     OutputKind,
     Teacher,
-    file_sha256,
-    infer_output_kind,
-    select_output,
+    file_teacher,
 )
 from nas.teachers.registry import TEACHERS
 
@@ -107,16 +103,13 @@ def onnx_teacher(
     spec = input_spec or InputSpec(
         **UNIT_RANGE, size_multiple=1, default_size=static or DEFAULT_SIZE
     )
-    probe, _ = traced_forward(module, (1, 3, *spec.default_size), nullcontext)
-    kind, classes = infer_output_kind(select_output(probe, None).shape)
-    module = module.to("cpu" if device == "meta" else device)
-    return Teacher(
+    return file_teacher(
+        module,
+        path,
         name=name or f"onnx:{path}",
-        module=module,
         input_spec=spec,
-        output_kind=output_kind or kind,
-        num_classes=classes,
-        weights_id=file_sha256(path),
+        output_kind=output_kind,
+        device=device,
     )
 
 

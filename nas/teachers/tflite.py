@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.core.errors import NasError
-from nas.graph.trace import traced_forward
 from nas.teachers.base import (
     UNIT_RANGE,
     InputSpec,
     OutputKind,
     Teacher,
-    file_sha256,
-    infer_output_kind,
+    file_teacher,
 )
 
 SAME, VALID = 0, 1  # tflite.Padding
@@ -454,13 +451,11 @@ def tflite_teacher(
     the file's own size, and the output kind is read off the output's shape."""
     module, size = convert_tflite(path)
     spec = input_spec or InputSpec(**UNIT_RANGE, size_multiple=1, default_size=size)
-    probe, _ = traced_forward(module, (1, 3, *spec.default_size), nullcontext)
-    kind, classes = infer_output_kind(probe.shape)
-    return Teacher(
+    return file_teacher(
+        module,
+        path,
         name=name or f"tflite:{path}",
-        module=module.to("cpu" if device == "meta" else device),
         input_spec=spec,
-        output_kind=output_kind or kind,
-        num_classes=classes,
-        weights_id=file_sha256(path),
+        output_kind=output_kind,
+        device=device,
     )
