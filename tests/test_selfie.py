@@ -143,3 +143,33 @@ def test_a_delta_model_of_selfie_is_exact_on_its_key_frame(selfie):
     with torch.no_grad():
         assert torch.allclose(model.key_frame(x_key), selfie(x_key), atol=1e-6)
         assert torch.allclose(model.delta_frame(x_t), selfie(x_t), atol=1e-5)
+
+
+def test_nas_infer_overlays_the_selfie_mask_on_carphone(run_nas, tmp_path):
+    """The built-in clip with a person is the selfie teacher's demo: `nas infer` writes the
+    teacher's and a student's masks over it, side by side."""
+    import av
+
+    from nas.searching.pipeline import SearchOptions, prepare
+    from tests.conftest import uniform_spec
+
+    run = prepare(
+        SearchOptions(
+            teacher="selfie", budget="50%", video=["sample:carphone"], max_frames=12,
+            input_size="128x128", keyframe_interval=3, steps=1, val_batches=1, device="cpu",
+            threads=1,
+        )
+    )  # fmt: skip
+    spec = uniform_spec(run, tmp_path / "spec.json", None)
+    out = tmp_path / "side-by-side.mp4"
+    result = run_nas(
+        "infer", "--spec", str(spec), "--video", "sample:carphone", "--max-frames", "6",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with av.open(str(out)) as video:
+        frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+    assert len(frames) == 6 and frames[0].shape == (128, 256, 3)
+    # The mask is drawn in red over the person (the clip's own frames are no redder than green).
+    teacher_side = frames[0][:, :128].astype(float)
+    assert (teacher_side[..., 0] - teacher_side[..., 1]).mean() > 20
