@@ -107,7 +107,11 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
     def calibrate() -> None:
         model = student()
         calibration = calibrate_student(
-            model, run.next_batch, seed=args.seed, batches=args.calibration_batches
+            model,
+            run.next_batch,
+            seed=args.seed,
+            batches=args.calibration_batches,
+            per_layer=args.calibrate_per_layer,
         )
         save_weights(calibrated_path, model)
         print(f"[{folder.name}] {calibration.summary}", flush=True)
@@ -192,6 +196,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="search steps")
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--calibration-batches", type=int, default=16)
+    parser.add_argument(
+        "--calibrate-per-layer",
+        action="store_true",
+        help="judge each layer's refit by the output's R and undo it alone where R drops",
+    )
     parser.add_argument("--max-frames", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/bench-quality")

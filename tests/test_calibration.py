@@ -211,3 +211,41 @@ def test_calibrated_once_writes_then_reads_back(run, tmp_path, monkeypatch):
     )
     for key, value in first.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_a_judge_undoes_the_refit_of_the_layer_that_lowers_it(run, data):
+    """With `judge` (the output's score, asked before the first layer and after each refit), a
+    layer whose refit lowers the score keeps its old factors, alone: here the judge is scripted
+    to fall after the second refitted layer and rise after every other."""
+    fitted, _ = data
+    generator = torch.Generator().manual_seed(1)
+
+    def make_block(layer, conv):
+        weight = conv.weight.detach()
+        if layer.groups != 1:
+            return build_candidate("full", layer, weight=weight)
+        noise = torch.randn(weight.shape, generator=generator) * weight.std()
+        return build_candidate(
+            f"lowrank_r{max_rank('lowrank', layer)}", layer, weight=weight + noise
+        )
+
+    model = DeltaModel.build(
+        run.teacher.module, run.layers, make_block, output_key=run.teacher.output_key
+    ).eval()
+    start = {
+        path: block_matrix(model.net.get_submodule(path).block).clone() for path in dense_paths(run)
+    }
+    scores = iter([0.5, 0.6, 0.4, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2])
+    asked = []
+
+    def judge():
+        asked.append(next(scores))
+        return asked[-1]
+
+    report = refit_student(model, fitted, judge=judge)
+    refitted = [path for path, fit in report.layers.items() if fit.after < fit.before]
+    assert len(refitted) >= 3 and len(asked) == 1 + len(refitted)
+    assert report.undone == [refitted[1]]
+    for path in refitted:
+        now = block_matrix(model.net.get_submodule(path).block)
+        assert torch.equal(now, start[path]) == (path == refitted[1]), path

@@ -117,7 +117,7 @@ def test_a_calibration_that_lowers_the_output_r_is_undone(setup, monkeypatch):
     run, student, _ = setup
     start = _weights(student)
 
-    def harmful(model, batches, *, seed):
+    def harmful(model, batches, *, seed, judge=None):
         with torch.no_grad():
             for _, conv in model.delta_convs():
                 for p in conv.block.parameters():

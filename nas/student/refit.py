@@ -42,7 +42,7 @@ a forward pass runs more than once, and layers whose input never changes. Delta 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -75,6 +75,7 @@ class LayerFit:
 class RefitReport:
     layers: dict[str, LayerFit] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # path -> why not refitted
+    undone: list[str] = field(default_factory=list)  # refits the output's judge undid
     seconds: float = 0.0
 
 
@@ -191,11 +192,17 @@ def refit_student(
     ridge: float = 0.1,
     positions: int = POSITIONS,
     seed: int = 0,
+    judge: Callable[[], float] | None = None,
 ) -> RefitReport:
     """Refit `student`'s low-rank blocks in place, layer by layer in execution order,
     on (key frame, frame t) batches (`batches` is read once per layer: a list, not a stream;
     extra items such as labels are ignored). Returns each layer's relative error before and
-    after on held-out positions, and the layers left as they were."""
+    after on held-out positions, and the layers left as they were.
+
+    `judge()`: a score of the whole student's output (higher is better, e.g. R on other
+    batches), asked before the first layer and after each layer's refit; a refit that lowers it
+    is undone at once, so the layers after it fit to the inputs of the student that is kept
+    (`report.undone` names them)."""
     if student.per_frame:
         raise NasError("refit_student calibrates delta-mode students only")
     if not batches:
@@ -211,17 +218,28 @@ def refit_student(
     try:
         with torch.no_grad():
             student.key_frame(batches[0][0])  # settles the model's one-off cache check
+            best = judge() if judge is not None else None
             for layer, conv in student.delta_convs():
                 block = conv.block
                 why = _why_not(layer, block)
                 if why is not None:
                     report.skipped[layer.path] = why
                     continue
+                old = [w.detach().clone() for w in (block.reduce.weight, block.expand.weight)]
                 fit = _refit_layer(student, layer, conv, batches, ridge, positions, generator)
                 if fit is None:
                     report.skipped[layer.path] = "its input did not change at the sampled positions"
                     continue
                 report.layers[layer.path] = fit
+                if best is not None and fit.after < fit.before:  # refitted: judged by the output
+                    score = judge()
+                    if score < best:  # worse there: the layer keeps its old factors
+                        with torch.no_grad():
+                            block.reduce.weight.copy_(old[0])
+                            block.expand.weight.copy_(old[1])
+                        report.undone.append(layer.path)
+                    else:
+                        best = score
     finally:
         student.clear()
         if replay is not None:

@@ -102,6 +102,8 @@ class Calibration:
     @property
     def summary(self) -> str:
         verdict = "kept" if self.kept else "undone: it lowered the output's R"
+        if self.kept and self.report.undone:
+            verdict += f" ({len(self.report.undone)} layers' refits undone one by one)"
         return (
             f"calibrated {len(self.report.layers)} low-rank blocks on the student's own inputs "
             f"in {self.report.seconds:.1f} s; R on {CHECK_BATCHES} further training batches "
@@ -120,18 +122,24 @@ def calibrate_student(
     *,
     seed: int = 0,
     batches: int = CALIBRATION_BATCHES,
+    per_layer: bool = False,
 ) -> Calibration:
     """Calibrate the student's low-rank blocks on its own inputs (`nas.student.refit`), in place, on
     `batches` training batches drawn apart from the training's own draws; kept only where the
     output's R on `CHECK_BATCHES` further batches does not drop. Each layer's refit lowers that
     layer's error, which need not lower the output's: a layer whose small errors the network
-    amplified before can amplify its new, different ones more."""
+    amplified before can amplify its new, different ones more.
+
+    `per_layer`: each layer's refit is judged by the output's R on the check batches as soon as
+    it is made, and undone alone where R drops (one R per refitted layer: slower), so the
+    layers that help are kept where the whole refit would be undone."""
     generator = torch.Generator().manual_seed(seed + 7)
     fitted = [next_batch(generator) for _ in range(batches)]
     checks = [next_batch(generator) for _ in range(CHECK_BATCHES)]
     before = state_copy(student)
     r_before = batches_r(student, checks)
-    report = refit_student(student, fitted, seed=seed)
+    judge = (lambda: batches_r(student, checks)) if per_layer else None
+    report = refit_student(student, fitted, seed=seed, judge=judge)
     r_after = batches_r(student, checks)
     kept = not r_after < r_before  # NaN (no change at all): nothing to judge by, kept
     if not kept:
