@@ -34,11 +34,12 @@ if TYPE_CHECKING:
 FORMAT = 1
 
 
-# The temporal loss weight of the authors' published training configuration
-# (`config/cityscapes/cityscapes_pspnet18_flow.yaml`: `st_weight: 0.1`, frame gap 3), added to the
-# cross-entropy there; taken from that code, not confirmed against the paper's text. That code's
-# loss is a mean over logits rather than this module's probability distance, so 0.1 is the
-# authors' weight, not a calibrated equivalent: tune it against the distillation loss it joins.
+# The temporal-consistency loss's default weight (`nas.student.tc_loss`): the authors' published
+# training configuration (`config/cityscapes/cityscapes_pspnet18_flow.yaml`: `st_weight: 0.1`,
+# frame gap 3), added to the cross-entropy there; taken from that code, not confirmed against the
+# paper's text. That code's loss is a mean over logits rather than `tc_loss`'s probability
+# distance, so 0.1 is the authors' weight, not a calibrated equivalent: tune it against the
+# distillation loss it joins.
 DEFAULT_TC_WEIGHT = 0.1
 
 
