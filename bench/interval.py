@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from nas.data import videos_or_default
-from nas.searching.pipeline import SearchOptions, prepare, search
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare, search
 from nas.spec import load_spec
 from nas.student.baselines import repeat_interval
 from nas.student.build import build_student

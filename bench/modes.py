@@ -38,7 +38,8 @@ from nas.core.errors import NasError
 from nas.core.sizes import parse_size, scaled_size
 from nas.cost.budget import Budget, CostKind
 from nas.cost.macs import count_macs
-from nas.searching.pipeline import SearchOptions, prepare, search
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare, search
 from nas.student.build import build_student
 from nas.student.evaluate import evaluate
 from nas.student.losses import LossWeights

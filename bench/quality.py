@@ -38,7 +38,8 @@ import torch
 
 from nas.core.io import atomic_write_text
 from nas.data import videos_or_default
-from nas.searching.pipeline import SearchOptions, prepare, search
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare, search
 from nas.spec import load_spec
 from nas.student.build import build_student, load_student_weights
 from nas.student.compare import BASELINES, Student, baseline_columns, compare

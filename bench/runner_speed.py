@@ -97,7 +97,9 @@ from nas.delta.runner import DeltaRunner
 from nas.delta.tiles import TileSkip
 from nas.graph.fold import fold_batchnorms
 from nas.graph.layers import layer_graph
-from nas.searching.pipeline import SearchOptions, make_spec, prepare, search
+from nas.searching.make_spec import make_spec
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare, search
 from nas.searching.tables import block_latencies, macs_table
 from nas.spec import Spec, load_spec, save_spec
 from nas.student.build import build_student, idle_layers_of, teacher_for

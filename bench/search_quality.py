@@ -29,8 +29,10 @@ import time
 from nas.core.errors import NasError
 from nas.cost.amortised import CostTable, amortised
 from nas.cost.budget import Budget, CostKind
-from nas.searching.pipeline import SearchOptions, prepare, validate
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.searching.supernet import run_search
+from nas.searching.validation import validate
 from search_spaces import resolve_candidates
 
 THRESHOLD = 0.3

@@ -16,7 +16,8 @@ import argparse
 
 import torch
 
-from nas.searching.pipeline import SearchOptions, prepare
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.searching.supernet import measure_all_candidates, measure_sensitivity
 from nas.student.losses import LossWeights, student_losses
 

@@ -23,7 +23,8 @@ import torch
 from nas.core.sizes import parse_size
 from nas.cost.macs import count_macs
 from nas.delta.liveness import NO_CHANGE
-from nas.searching.pipeline import SearchOptions, search
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import search
 from nas.student.build import build_student, idle_layers_of, teacher_for
 from nas.student.clips import clip_batches, video_clips
 from nas.student.evaluate import evaluate

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from nas.searching.pipeline import SearchOptions, prepare, search
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare, search
 from nas.spec import load_spec
 from nas.student.build import build_student, load_student_weights
 from nas.student.losses import LossWeights

@@ -39,7 +39,7 @@ _EXPORTS = {
     "StudyOptions": "nas.study.hpo",
     "run_study": "nas.study.hpo",
     "RunResult": "nas.searching.pipeline",
-    "SearchOptions": "nas.searching.pipeline",
+    "SearchOptions": "nas.searching.options",
     "search": "nas.searching.pipeline",
     "DeltaRunner": "nas.delta.runner",
     "Spec": "nas.spec",
@@ -98,7 +98,8 @@ if TYPE_CHECKING:
     from nas.cost.macs import CostReport, cost_report, count_macs, count_params
     from nas.delta.runner import DeltaRunner
     from nas.graph.layers import ConvLayer, layer_graph
-    from nas.searching.pipeline import RunResult, SearchOptions, search
+    from nas.searching.options import SearchOptions
+    from nas.searching.pipeline import RunResult, search
     from nas.spec import Spec, load_spec, save_spec
     from nas.student.build import build_student, load_student_weights, teacher_for
     from nas.study.hpo import StudyOptions, run_study

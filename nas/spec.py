@@ -96,7 +96,7 @@ class SpecLayer(_Frozen):
 
 class SearchConfig(BaseModel):
     """The inner search's hyperparameters, declared once: the search reads them
-    (`nas.searching.supernet.run_search`), `nas.searching.pipeline.SearchOptions` extends them
+    (`nas.searching.supernet.run_search`), `nas.searching.options.SearchOptions` extends them
     with everything else `nas search` takes, the CLI takes its defaults from them, and a spec
     records them (`Spec.search`). They live with the spec, below the search, because the spec
     that records them is read by stages that come before the search (building a student)."""

@@ -181,7 +181,7 @@ TINY_SEARCH = dict(
 def uniform_spec(run, path: Path, candidate: str | None) -> Path:
     """The spec, saved to `path`, of a prepared search (`nas.searching.pipeline.prepare`) with every
     layer at `candidate` (None: each layer's cheapest candidate other than `zero`)."""
-    from nas.searching.pipeline import make_spec
+    from nas.searching.make_spec import make_spec
     from nas.spec import save_spec
 
     picks = {}

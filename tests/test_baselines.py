@@ -13,7 +13,9 @@ from nas.cost.amortised import amortised
 from nas.cost.macs import count_macs
 from nas.data import load_frames, open_video
 from nas.delta.runner import DeltaRunner
-from nas.searching.pipeline import SearchOptions, make_spec, prepare
+from nas.searching.make_spec import make_spec
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.searching.tables import macs_table
 from nas.student.baselines import lowres_size, uniform_candidate, uniform_spec
 from nas.student.build import build_student

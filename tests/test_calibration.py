@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from nas.delta.model import DeltaModel
-from nas.searching.pipeline import SearchOptions, make_spec, prepare
+from nas.searching.make_spec import make_spec
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.searching.tables import macs_table
 from nas.student.build import build_student
 from nas.student.refit import refit_student

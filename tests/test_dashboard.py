@@ -22,7 +22,8 @@ from nas.dashboard import data as d
 from nas.dashboard import figures as f
 from nas.dashboard import write_dashboard
 from nas.graph.layers import conv_macs, layer_graph
-from nas.searching.pipeline import SearchOptions, make_spec
+from nas.searching.make_spec import make_spec
+from nas.searching.options import SearchOptions
 from nas.searching.supernet import StepLog
 from nas.searching.tables import macs_table
 from nas.spec import save_spec

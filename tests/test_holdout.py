@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from nas.searching.pipeline import SearchOptions, prepare
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.spec import load_spec
 from nas.student.build import build_student
 from nas.student.holdout import held_out_agreement

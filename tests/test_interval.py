@@ -14,7 +14,8 @@ from nas.cost.budget import Budget, CostKind
 from nas.cost.macs import count_macs
 from nas.delta.liveness import NO_CHANGE
 from nas.searching.interval import IntervalScreen, feasible_intervals, screen_intervals, windows
-from nas.searching.pipeline import ALLOCATION_BATCHES, SearchOptions, better_allocation, prepare
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import ALLOCATION_BATCHES, better_allocation, prepare
 from nas.searching.supernet import knapsack_picks, measure_errors, output_r
 from nas.spec import load_spec
 from nas.student.compare import Student, compare

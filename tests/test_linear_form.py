@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nas.delta.runner import DeltaRunner
-from nas.searching.pipeline import SearchOptions, prepare
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.spec import load_spec
 from nas.student.build import build_student
 from tests.conftest import TINY_SEARCH, uniform_spec

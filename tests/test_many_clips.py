@@ -18,7 +18,9 @@ from nas.core.errors import NasError
 from nas.data import load_frames, open_videos, split_clips, split_sequences
 from nas.data.samples import default_videos
 from nas.data.video_file import VideoFile
-from nas.searching.pipeline import SearchOptions, make_spec, prepare
+from nas.searching.make_spec import make_spec
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.student.build import build_student
 from nas.student.evaluate import evaluate
 from tests.conftest import TINY_SEARCH, uniform_spec

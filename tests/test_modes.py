@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from nas.core.errors import NasError
 from nas.cost.macs import count_macs
 from nas.delta.runner import DeltaRunner
-from nas.searching.pipeline import SearchOptions, search
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import search
 from nas.spec import Spec, load_spec
 from nas.student.build import build_student
 from nas.teachers import load_teacher

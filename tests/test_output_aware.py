@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from nas.delta.liveness import NO_CHANGE
-from nas.searching.pipeline import SearchOptions, make_spec, prepare
+from nas.searching.make_spec import make_spec
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.searching.supernet import (
     measure_all_candidates,
     measure_sensitivity,

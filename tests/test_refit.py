@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nas.delta.model import DeltaModel
-from nas.searching.pipeline import SearchOptions, prepare
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.student.refit import patch_columns, refit_student
 from nas.student.statistics import delta_statistics
 from search_spaces import LowRankBlock, build_candidate, max_rank

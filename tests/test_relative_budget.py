@@ -17,7 +17,8 @@ from nas.cost.budget import (
     resolve_budget,
 )
 from nas.cost.macs import count_macs
-from nas.searching.pipeline import SearchOptions, prepare
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.spec import BudgetRef
 from nas.study import runs
 from nas.teachers import load_teacher

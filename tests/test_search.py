@@ -10,7 +10,9 @@ from nas.core.errors import NasError
 from nas.core.layout import in_layout
 from nas.cost.latency import measure
 from nas.delta.liveness import NO_CHANGE, idle_layers, layer_sources
-from nas.searching.pipeline import SearchOptions, prepare, search, validate
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare, search
+from nas.searching.validation import validate
 from nas.spec import load_spec
 from nas.student.build import build_student, teacher_for
 from tests.conftest import TINY_SEARCH

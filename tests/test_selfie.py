@@ -150,7 +150,8 @@ def test_nas_infer_overlays_the_selfie_mask_on_carphone(run_nas, tmp_path):
     teacher's and a student's masks over it, side by side."""
     import av
 
-    from nas.searching.pipeline import SearchOptions, prepare
+    from nas.searching.options import SearchOptions
+    from nas.searching.pipeline import prepare
     from tests.conftest import uniform_spec
 
     run = prepare(

@@ -15,7 +15,8 @@ from nas.cli import main
 from nas.core.errors import NasError
 from nas.data import load_frames, open_video
 from nas.delta.runner import DeltaRunner
-from nas.searching.pipeline import SearchOptions, prepare
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.spec import load_spec, save_spec
 from nas.student.build import build_student, load_student_weights, teacher_for
 from nas.student.evaluate import evaluate

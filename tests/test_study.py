@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from nas.core.errors import NasError
 from nas.cost.macs import count_macs
-from nas.searching.pipeline import SearchOptions
+from nas.searching.options import SearchOptions
 from nas.spec import load_spec
 from nas.study import runs
 from nas.study.hpo import (

@@ -20,7 +20,8 @@ from nas.core.torchvision_compat import import_torchvision
 from nas.cost.macs import cost_report, count_macs
 from nas.data import load_frames, open_video
 from nas.graph.layers import layer_graph
-from nas.searching.pipeline import SearchOptions, search
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import search
 from nas.teachers import OutputKind, load_teacher
 from nas.teachers.base import IMAGENET
 from nas.teachers.weights import weights_id

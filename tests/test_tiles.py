@@ -12,7 +12,8 @@ from nas.delta.model import DeltaModel
 from nas.delta.runner import DeltaRunner
 from nas.delta.tiles import TileSkip
 from nas.graph.layers import layer_graph
-from nas.searching.pipeline import SearchOptions, prepare
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.spec import load_spec
 from nas.student.build import build_student
 from nas.teachers import load_teacher

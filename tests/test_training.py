@@ -11,7 +11,8 @@ import torch
 import nas.student.refit
 import nas.student.train
 from nas.graph.layers import layer_graph
-from nas.searching.pipeline import SearchOptions, prepare
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import prepare
 from nas.spec import load_spec
 from nas.student.build import build_student, load_student_weights
 from nas.student.losses import LossWeights, batches_r, delta_losses, measure_scales

@@ -193,7 +193,7 @@ def search(
 
     from nas.core.layout import check_layout
     from nas.cost.budget import CostKind, parse_budget
-    from nas.searching.pipeline import SearchOptions
+    from nas.searching.options import SearchOptions
     from nas.spec import MODES
     from nas.study.hpo import SAMPLERS, StudyOptions, run_study
 

@@ -21,9 +21,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from pydantic import ConfigDict, Field, field_validator
 
-from evaluators.stream import StreamScores
 from nas.core.errors import NasError
 from nas.core.io import atomic_write_text
 from nas.core.layout import layout_for
@@ -35,11 +33,13 @@ from nas.cost.latency import (
     resolve_device,
 )
 from nas.cost.macs import count_macs
-from nas.data import VideoClips, open_videos, videos_or_default
+from nas.data import VideoClips, open_videos
 from nas.delta.liveness import NO_CHANGE
 from nas.delta.model import DeltaModel
 from nas.graph.layers import ConvLayer, layer_graph
 from nas.searching.end_to_end import fit_measured_latency
+from nas.searching.make_spec import make_spec
+from nas.searching.options import SearchOptions
 from nas.searching.supernet import (
     StepLog,
     Supernet,
@@ -50,16 +50,10 @@ from nas.searching.supernet import (
     run_search,
 )
 from nas.searching.tables import latency_table, macs_table
+from nas.searching.validation import validate
 from nas.spec import (
-    BudgetRef,
-    LayerShape,
     Mode,
-    SearchConfig,
-    SearchRecord,
     Spec,
-    SpecLayer,
-    TeacherRef,
-    Totals,
     save_spec,
 )
 from nas.student.build import build_student
@@ -69,54 +63,9 @@ from nas.teachers import Teacher, load_teacher
 from search_spaces import (
     InputStats,
     build_candidate,
-    candidate_params,
     load_preset,
     resolve_candidates,
 )
-
-
-class SearchOptions(SearchConfig):
-    """Everything `nas search` takes: the search's hyperparameters (`nas.spec.SearchConfig`) and
-    what it runs on; written to the run folder as `config.json`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-    teacher: str = "deeplabv3"
-    teacher_weights: str | None = None
-    num_classes: int | None = None
-    budget: str = "5GFLOPs"
-    max_latency: str | None = None  # a measured time limit beside a FLOPs budget, e.g. 90ms
-    # --video, one or several; None: the teacher's default clips (`nas.data.default_videos`)
-    video: list[str] | None = None
-    max_frames: int | None = Field(default=150, ge=8)
-    keyframe_interval: int = Field(default=3, ge=2)
-    input_size: str | None = None  # HxW; default: the teacher's
-    mode: Mode = Mode.DELTA
-    input_scale: float = Field(default=1.0, gt=0, le=1)  # resolution mode: the student's scale
-    search_space: str = "default"
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    val_batches: int = Field(default=8, ge=1)
-    calibration_batches: int = Field(default=4, ge=0)  # 0: plain SVD starts, no data
-    device: str | None = None  # cpu or cuda; default: cuda when available
-    threads: int | None = None
-    # The layout latencies are measured in: as `nas eval` and `nas infer` run the student
-    # (auto: channels-last on the CPU, `nas.core.layout.layout_for`).
-    layout: str = Field(default="auto", pattern="^(auto|nchw|nhwc)$")
-    out: str | None = None
-
-    @field_validator("video", mode="before")
-    @classmethod
-    def _one_video(cls, value):
-        """A single string (config.json files before `--video` repeated) is a list of one."""
-        return [value] if isinstance(value, str) else value
-
-    @property
-    def interval(self) -> int | None:
-        """The key-frame interval; None in the per-frame modes (no key frames)."""
-        return self.keyframe_interval if self.mode == Mode.DELTA else None
-
-    def search_config(self) -> SearchConfig:
-        return SearchConfig.of(self)
 
 
 @dataclass
@@ -141,29 +90,6 @@ class _StepWriter:
 
     def close(self) -> None:
         self.handle.close()
-
-
-def validate(net: Supernet, teacher: Teacher, batches, picks: dict[str, str]) -> dict[str, float]:
-    """Agreement with the teacher and MAE of the delta model with `picks`, over validation clips;
-    for a delta model also `val_error_vs_key` (`evaluators.ErrorVsKey`; 1: what it predicts
-    does not reach the output) and `val_r` (`evaluators.Recovered`: the share of the teacher's
-    change it recovers, 0 as the key frame repeated, 1 as the teacher)."""
-    net.fix(picks)
-    scores = StreamScores(teacher.output_kind)
-    with torch.no_grad():
-        for x_key, x_t, _ in batches:
-            y_key = None if net.model.per_frame else net.model.key_frame(x_key).clone()
-            y_teacher = net.model.teacher_frame(x_t)
-            scores.update(net.model.delta_frame(x_t), y_teacher, y_key)
-    net.fix(None)
-    net.model.clear()
-    found = scores.compute()
-    metrics = {f"val_{k}": v for k, v in found.items() if k not in ("r", "error_vs_key")}
-    if found["error_vs_key"] is not None:
-        metrics["val_error_vs_key"] = found["error_vs_key"]
-    if found["r"] is not None:
-        metrics["val_r"] = found["r"]
-    return metrics
 
 
 @dataclass
@@ -509,72 +435,3 @@ def search(
     spec = spec_of(picks, metrics)
     save_spec(spec, out / "spec.json")
     return RunResult(spec, out, outcome.log, net.probabilities())
-
-
-def make_spec(
-    teacher: Teacher,
-    layers: list[ConvLayer],
-    picks: dict[str, str],
-    table: CostTable,
-    budget: Budget,
-    size: tuple[int, int],
-    options: SearchOptions,
-    metrics: dict[str, float],
-    *,
-    student_size: tuple[int, int] | None = None,
-    teacher_macs: int | None = None,
-    limit: Budget | None = None,
-) -> Spec:
-    """The spec of a student: per layer its chosen candidate with exact costs. `size` is the
-    frames' (the teacher's) size, `student_size` the student's input where it differs; `limit`
-    the resolved `--max-latency` (recorded in seconds beside the text given)."""
-    spec_layers = [
-        SpecLayer(
-            path=layer.path,
-            shape=LayerShape.of(layer),
-            candidate=picks[layer.path],
-            macs=int(table.candidates[layer.path][picks[layer.path]]),
-            params=candidate_params(picks[layer.path], layer),
-            calls=layer.calls,
-        )
-        for layer in layers
-    ]
-    delta = int(table.delta(picks))
-    k = options.interval
-    student_size = student_size or size
-    return Spec(
-        teacher=TeacherRef(
-            name=teacher.name,
-            weights_id=teacher.weights_id,
-            num_classes=teacher.num_classes,
-            output_kind=teacher.output_kind.value,
-        ),
-        input_size=student_size,
-        mode=options.mode,
-        keyframe_interval=k or 1,
-        teacher_input_size=size if options.mode == Mode.RESOLUTION else None,
-        budget=BudgetRef(
-            kind=budget.kind.value,
-            value=budget.value,
-            text=budget.given,
-            relative=budget.relative.fraction if budget.relative else None,
-        ),
-        layers=spec_layers,
-        totals=Totals(
-            teacher_macs=int(teacher_macs if teacher_macs is not None else table.keyframe),
-            delta_frame_macs=delta,
-            amortised_macs=amortised(table.keyframe, delta, k),
-            student_params=sum(layer.params for layer in spec_layers),
-        ),
-        search=SearchRecord(
-            **options.search_config().model_dump(),
-            search_space=options.search_space,
-            video=videos_or_default(options.video, teacher.output_kind),
-            input_scale=options.input_scale,
-            layout=options.layout,
-            max_latency=options.max_latency or None,
-            max_latency_s=None if limit is None else limit.value,
-        ),
-        seed=options.seed,
-        metrics=metrics,
-    )

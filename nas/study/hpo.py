@@ -48,7 +48,8 @@ from nas.searching.interval import (
     screen_intervals,
     windows,
 )
-from nas.searching.pipeline import Prepared, SearchOptions, prepare, search
+from nas.searching.options import SearchOptions
+from nas.searching.pipeline import Prepared, prepare, search
 from nas.searching.supernet import StepLog
 from nas.spec import Mode, Spec, save_spec
 from nas.student.baselines import repeat_interval
