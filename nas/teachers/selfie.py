@@ -114,18 +114,25 @@ def _selfie(name: str, file: str, weights, num_classes, device: str) -> Teacher:
 
 @TEACHERS.register("selfie")
 def selfie(
-    *, weights: Path | None = None, num_classes: int | None = None, aux: bool = False,
+    *,
+    weights: Path | None = None,
+    num_classes: int | None = None,
+    aux: bool = False,
     device: str = "cpu",
-) -> Teacher:  # fmt: skip
+) -> Teacher:
     """MediaPipe selfie segmentation (Apache-2.0): a person probability map, 256x256."""
     return _selfie("selfie", "selfie_segmentation.tflite", weights, num_classes, device)
 
 
 @TEACHERS.register("selfie_landscape")
 def selfie_landscape(
-    *, weights: Path | None = None, num_classes: int | None = None, aux: bool = False,
+    *,
+    weights: Path | None = None,
+    num_classes: int | None = None,
+    aux: bool = False,
     device: str = "cpu",
-) -> Teacher:  # fmt: skip
+) -> Teacher:
     """MediaPipe selfie segmentation, landscape (Apache-2.0): a person probability map, 144x256."""
-    return _selfie("selfie_landscape", "selfie_segmentation_landscape.tflite", weights,
-                   num_classes, device)  # fmt: skip
+    return _selfie(
+        "selfie_landscape", "selfie_segmentation_landscape.tflite", weights, num_classes, device
+    )
