@@ -91,24 +91,31 @@ def dense_paths(run) -> set[str]:
     return {layer.path for layer in run.layers if layer.groups == 1}
 
 
-def test_full_rank_calibration_from_a_perturbed_start_is_the_teacher(run, data):
-    """Every dense conv at its exact rank, started from the folded weight plus noise: after
-    calibration each block is the teacher's folded conv as a map (to 1e-4), and the student's
-    output on delta frames it never saw is the teacher's, to 1e-4 of the teacher's change."""
-    fitted, held = data
-    generator = torch.Generator().manual_seed(0)
+def perturbed_full_rank(run, *, seed: int, noise: float) -> DeltaModel:
+    """Every dense conv at its exact rank, started from its folded weight plus `noise` times the
+    weight's spread of Gaussian noise; grouped convs `full`."""
+    generator = torch.Generator().manual_seed(seed)
 
     def make_block(layer, conv):
         weight = conv.weight.detach()
         if layer.groups != 1:
             return build_candidate("full", layer, weight=weight)
-        noise = torch.randn(weight.shape, generator=generator) * weight.std()
+        shake = torch.randn(weight.shape, generator=generator) * weight.std()
         name = f"lowrank_r{max_rank('lowrank', layer)}"
-        return build_candidate(name, layer, weight=weight + 0.5 * noise)
+        return build_candidate(name, layer, weight=weight + noise * shake)
 
-    model = DeltaModel.build(
+    return DeltaModel.build(
         run.teacher.module, run.layers, make_block, output_key=run.teacher.output_key
     ).eval()
+
+
+def test_full_rank_calibration_from_a_perturbed_start_is_the_teacher(run, data):
+    """Every dense conv at its exact rank, started from the folded weight plus noise: after
+    calibration each block is the teacher's folded conv as a map (to 1e-4), and the student's
+    output on delta frames it never saw is the teacher's, to 1e-4 of the teacher's change."""
+    fitted, held = data
+    model = perturbed_full_rank(run, seed=0, noise=0.5)
+    generator = torch.Generator().manual_seed(0)  # the deltas each block is checked on
     own, change = errors_against_teacher(model, run.teacher, held)
     assert change > 0 and own > 1e-2 * change  # far from the teacher before
 
@@ -220,20 +227,7 @@ def test_a_judge_undoes_the_refit_of_the_layer_that_lowers_it(run, data):
     layer whose refit lowers the score keeps its old factors, alone: here the judge is scripted
     to fall after the second refitted layer and rise after every other."""
     fitted, _ = data
-    generator = torch.Generator().manual_seed(1)
-
-    def make_block(layer, conv):
-        weight = conv.weight.detach()
-        if layer.groups != 1:
-            return build_candidate("full", layer, weight=weight)
-        noise = torch.randn(weight.shape, generator=generator) * weight.std()
-        return build_candidate(
-            f"lowrank_r{max_rank('lowrank', layer)}", layer, weight=weight + noise
-        )
-
-    model = DeltaModel.build(
-        run.teacher.module, run.layers, make_block, output_key=run.teacher.output_key
-    ).eval()
+    model = perturbed_full_rank(run, seed=1, noise=1.0)
     start = {
         path: block_matrix(model.net.get_submodule(path).block).clone() for path in dense_paths(run)
     }
