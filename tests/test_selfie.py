@@ -174,3 +174,21 @@ def test_nas_infer_overlays_the_selfie_mask_on_carphone(run_nas, tmp_path):
     # The mask is drawn in red over the person (the clip's own frames are no redder than green).
     teacher_side = frames[0][:, :128].astype(float)
     assert (teacher_side[..., 0] - teacher_side[..., 1]).mean() > 20
+
+
+def test_same_average_pool_averages_the_real_pixels_only():
+    """SAME average pooling pads the odd pixel after and leaves the padding out of each mean, as
+    TFLite does: checked window by window by hand."""
+    from nas.teachers.tflite import SAME, AveragePool, same_padding
+
+    x = torch.rand(1, 2, 7, 8)
+    pool = AveragePool((3, 3), (2, 2), SAME, whole=False, activation=0)
+    y = pool(x)
+    top, _ = same_padding(7, 3, 2, 1)
+    left, _ = same_padding(8, 3, 2, 1)
+    assert y.shape == (1, 2, 4, 4)
+    for i in range(4):
+        for j in range(4):
+            r0, c0 = i * 2 - top, j * 2 - left
+            window = x[..., max(r0, 0) : r0 + 3, max(c0, 0) : c0 + 3]
+            assert torch.allclose(y[..., i, j], window.mean(dim=(-2, -1)), atol=1e-6)

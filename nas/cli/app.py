@@ -40,6 +40,12 @@ LAYOUT = typer.Option(
     help="nhwc (channels-last), nchw, or auto: nhwc on the CPU, where convs run faster in it. "
     "The student runs in it, and a search measures latencies in it.",
 )
+TEACHER = typer.Option(
+    "deeplabv3",
+    "--teacher",
+    "-t",
+    help="Teacher name, onnx:PATH, tflite:PATH or module:callable.",
+)
 TEACHER_WEIGHTS = typer.Option(None, "--teacher-weights", help="State dict file (torch.save).")
 VIDEOS_HELP = (
     "sample:NAME, synthetic[:k=v,...], a file, a folder of frames or of videos, a glob, "
@@ -122,9 +128,7 @@ def teachers() -> None:
 
 @app.command()
 def cost(
-    teacher: str = typer.Option(
-        "deeplabv3", "--teacher", "-t", help="Teacher name, onnx:PATH or module:callable."
-    ),
+    teacher: str = TEACHER,
     input_size: str | None = typer.Option(
         None, "--input-size", help="HxW, e.g. 520x520 (default: the teacher's)."
     ),

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from nas.cli.app import DEVICE, LAYOUT, TEACHER_WEIGHTS, VIDEOS_HELP, app, console
+from nas.cli.app import DEVICE, LAYOUT, TEACHER, TEACHER_WEIGHTS, VIDEOS_HELP, app, console
 from nas.core.errors import NasError
 from nas.spec import Mode, SearchConfig
 
@@ -88,9 +88,7 @@ def _study_progress(trials: int | None, steps: int):
 
 @app.command()
 def search(
-    teacher: str = typer.Option(
-        "deeplabv3", "--teacher", "-t", help="Teacher name, onnx:PATH or module:callable."
-    ),
+    teacher: str = TEACHER,
     budget: str = typer.Option(
         ...,
         "--budget",

@@ -142,11 +142,11 @@ def compare(
                 on_frame(seen)
     results = {}
     for name, found in scores.items():
-        frames, stream = found.stream.updates, found.stream.compute()
+        stream = found.stream.compute()
         results[name] = {
             "r": stream["r"],
             "agreement": stream.get("agreement"),
-            "tc": found.tc.compute() if frames > 1 else None,
+            "tc": found.tc.compute() if found.stream.updates > 1 else None,
         }
     return results
 

@@ -225,7 +225,11 @@ def refit_student(
                 if why is not None:
                     report.skipped[layer.path] = why
                     continue
-                old = [w.detach().clone() for w in (block.reduce.weight, block.expand.weight)]
+                if judge is not None:  # the factors to go back to
+                    old = (
+                        block.expand.weight.detach().clone(),
+                        block.reduce.weight.detach().clone(),
+                    )
                 fit = _refit_layer(student, layer, conv, batches, ridge, positions, generator)
                 if fit is None:
                     report.skipped[layer.path] = "its input did not change at the sampled positions"
@@ -234,9 +238,7 @@ def refit_student(
                 if best is not None and fit.after < fit.before:  # refitted: judged by the output
                     score = judge()
                     if score < best:  # worse there: the layer keeps its old factors
-                        with torch.no_grad():
-                            block.reduce.weight.copy_(old[0])
-                            block.expand.weight.copy_(old[1])
+                        _write(block, *old)
                         report.undone.append(layer.path)
                     else:
                         best = score

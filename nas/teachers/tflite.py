@@ -74,6 +74,13 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     return total // 2, total - total // 2
 
 
+def pad_same(x: torch.Tensor, kernel, stride, dilation=(1, 1)) -> torch.Tensor:
+    """`x` zero-padded as TensorFlow's `SAME` pads it before a window of `kernel` (H, W)."""
+    top, bottom = same_padding(x.shape[-2], kernel[0], stride[0], dilation[0])
+    left, right = same_padding(x.shape[-1], kernel[1], stride[1], dilation[1])
+    return F.pad(x, (left, right, top, bottom))
+
+
 class Conv(nn.Module):
     """CONV_2D and DEPTHWISE_CONV_2D: `conv` is the real `nn.Conv2d` the search sees (and a
     delta model replaces), so its geometry is kept here too."""
@@ -81,13 +88,13 @@ class Conv(nn.Module):
     def __init__(self, conv: nn.Conv2d, padding: int, activation: int) -> None:
         super().__init__()
         self.conv = conv
-        self.same = padding == SAME
         self.activation = activation
         k, d, s = conv.kernel_size, conv.dilation, conv.stride
         self.geometry = (k, s, d)
+        same = padding == SAME
         # At stride 1 SAME padding is symmetric at every size: the conv pads itself.
-        self.explicit = self.same and s != (1, 1)
-        if self.same and not self.explicit:
+        self.explicit = same and s != (1, 1)
+        if same and not self.explicit:
             if any((kk - 1) * dd % 2 for kk, dd in zip(k, d, strict=True)):
                 self.explicit = True  # an even kernel pads one more after
             else:
@@ -95,10 +102,7 @@ class Conv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.explicit:
-            (kh, kw), (sh, sw), (dh, dw) = self.geometry
-            top, bottom = same_padding(x.shape[-2], kh, sh, dh)
-            left, right = same_padding(x.shape[-1], kw, sw, dw)
-            x = F.pad(x, (left, right, top, bottom))
+            x = pad_same(x, *self.geometry)
         return FUSED[self.activation](self.conv(x))
 
 
@@ -158,14 +162,12 @@ class AveragePool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.whole:
             return FUSED[self.activation](x.mean(dim=(2, 3), keepdim=True))
-        if self.same:
-            top, bottom = same_padding(x.shape[-2], self.window[0], self.stride[0], 1)
-            left, right = same_padding(x.shape[-1], self.window[1], self.stride[1], 1)
-            ones = torch.ones_like(x[:, :1])
-            x, ones = (F.pad(t, (left, right, top, bottom)) for t in (x, ones))
-            summed = F.avg_pool2d(x, self.window, self.stride) * math.prod(self.window)
-            counted = F.avg_pool2d(ones, self.window, self.stride) * math.prod(self.window)
-            return FUSED[self.activation](summed / counted)  # padding not counted, as TFLite
+        if self.same:  # the mean over the window's real pixels: padding not counted, as TFLite
+            x, ones = (
+                pad_same(t, self.window, self.stride) for t in (x, torch.ones_like(x[:, :1]))
+            )
+            pooled = F.avg_pool2d(x, self.window, self.stride)
+            return FUSED[self.activation](pooled / F.avg_pool2d(ones, self.window, self.stride))
         return FUSED[self.activation](F.avg_pool2d(x, self.window, self.stride))
 
 
