@@ -111,6 +111,16 @@ def test_spec_for_another_teacher_is_refused(tmp_path):
     )
     with pytest.raises(NasError, match="with weights"):
         build_student(changed, other)
+    # the same file, as an earlier version of the import converted it (`nas.graph.simplify`)
+    converted = spec.model_copy(
+        update={
+            "teacher": spec.teacher.model_copy(
+                update={"weights_id": other.weights_id + "+simplify0"}
+            )
+        }
+    )
+    with pytest.raises(NasError, match=r"converted by an earlier version .*search again"):
+        build_student(converted, other)
     wrong_size = spec.model_copy(update={"input_size": (32, 48)})
     with pytest.raises(NasError, match=r"layer stem\.0 of teacher .* has shape"):
         build_student(wrong_size, other)

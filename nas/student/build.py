@@ -34,6 +34,14 @@ def check_teacher(spec: Spec, teacher: Teacher) -> None:
             f"pass --teacher {spec.teacher.name}"
         )
     if teacher.weights_id != spec.teacher.weights_id:
+        made, _, made_how = spec.teacher.weights_id.partition("+")
+        now, _, now_how = teacher.weights_id.partition("+")
+        if made == now:  # the same file, converted by another version of the rewrite
+            raise NasError(
+                f"the spec was made on {spec.teacher.name} as converted by an earlier version "
+                f"of the toolkit ({made_how or 'as read'}, now {now_how or 'as read'}), whose "
+                "convs differ: search again"
+            )
         raise NasError(
             f"the spec was made for {spec.teacher.name} with weights "
             f"{spec.teacher.weights_id[:16]}, not {teacher.weights_id[:16]}: pass the same "

@@ -129,11 +129,13 @@ def file_teacher(
     input_spec: InputSpec,
     output_kind: OutputKind | None,
     device: str,
+    conversion: str | None = None,
 ) -> Teacher:
     """A teacher from a model file converted to `module`: its output kind (where not given) and
     classes read off one traced pass at the input's default size, its weights named by the
-    file's SHA-256. Materialised on a real device even for `meta`: converted graphs read
-    constants (resize scales, shapes) at run time, which shape-only tensors cannot give."""
+    file's SHA-256 (and `+conversion`, where the graph was rewritten on the way). Materialised
+    on a real device even for `meta`: converted graphs read constants (resize scales, shapes)
+    at run time, which shape-only tensors cannot give."""
     probe, _ = traced_forward(module, (1, 3, *input_spec.default_size), nullcontext)
     kind, classes = infer_output_kind(select_output(probe, None).shape)
     return Teacher(
@@ -142,5 +144,5 @@ def file_teacher(
         input_spec=input_spec,
         output_kind=output_kind or kind,
         num_classes=classes,
-        weights_id=file_sha256(path),
+        weights_id=file_sha256(path) + (f"+{conversion}" if conversion else ""),
     )

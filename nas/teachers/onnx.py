@@ -2,8 +2,14 @@
 
 `onnx:PATH` takes any ONNX file. Exporters such as paddle2onnx store weights as `Constant`
 nodes, which onnx2torch does not turn into parameters; they are moved into the graph's
-initializers first. The built-in `ppocrv4_det` is the PP-OCRv4 text detector that the
-`rapidocr-onnxruntime` package ships: a real trained dense-prediction CNN.
+initializers first. The converted graph is then simplified (`nas.graph.simplify`: affines and
+batch norms folded into the convs, spelled-out hard-swishes fused), exactly, so that a frame
+does not spend most of its time on elementwise passes; a teacher so rewritten names its weights
+by the file's SHA-256 and the rewrite's version (`+simplify1`), so a spec or student made on the
+graph as converted before is refused rather than misread.
+
+The built-in `ppocrv4_det` is the PP-OCRv4 text detector that the `rapidocr-onnxruntime` package
+ships: a real trained dense-prediction CNN.
 
 ONNX teachers are always materialised on a real device: their converted graphs read constants
 (resize scales, shapes) at run time, which shape-only `meta` tensors cannot give.
@@ -19,6 +25,7 @@ import torch
 from nas.core.errors import NasError
 from nas.core.packaged import packaged_file
 from nas.core.torchvision_compat import ensure_torchvision_importable
+from nas.graph.simplify import SIMPLIFY_TAG, simplify
 from nas.teachers.base import (
     UNIT_RANGE,
     InputSpec,
@@ -65,8 +72,9 @@ def _static_hw(model) -> tuple[int, int] | None:
     return None
 
 
-def convert_onnx(path: str | Path) -> tuple[torch.nn.Module, tuple[int, int] | None]:
-    """An ONNX file as an eval-mode torch module, and its static input size if it has one."""
+def convert_onnx(path: str | Path) -> tuple[torch.nn.Module, tuple[int, int] | None, int]:
+    """An ONNX file as an eval-mode torch module (simplified), its static input size if it has
+    one, and how many rewrites the simplification made."""
     path = Path(path)
     if not path.is_file():
         raise NasError(f"ONNX file '{path}' does not exist: use onnx:PATH with a .onnx file")
@@ -87,7 +95,8 @@ def convert_onnx(path: str | Path) -> tuple[torch.nn.Module, tuple[int, int] | N
     except Exception as exc:  # onnx2torch reports unsupported or broken graphs many ways
         reason = f"{type(exc).__name__}: {str(exc)[:160]}"
         raise NasError(f"cannot convert ONNX file '{path}' to PyTorch ({reason})") from exc
-    return module.eval(), _static_hw(model)
+    module.eval()
+    return module, _static_hw(model), simplify(module)
 
 
 def onnx_teacher(
@@ -99,7 +108,7 @@ def onnx_teacher(
     device: str = "cpu",
 ) -> Teacher:
     """A teacher from an ONNX file; unknown feeding details default to [0, 1] RGB inputs."""
-    module, static = convert_onnx(path)
+    module, static, rewrites = convert_onnx(path)
     spec = input_spec or InputSpec(
         **UNIT_RANGE, size_multiple=1, default_size=static or DEFAULT_SIZE
     )
@@ -110,6 +119,7 @@ def onnx_teacher(
         input_spec=spec,
         output_kind=output_kind,
         device=device,
+        conversion=SIMPLIFY_TAG if rewrites else None,
     )
 
 
