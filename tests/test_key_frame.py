@@ -157,3 +157,29 @@ def test_inference_frames_never_write_into_the_frame():
         model.delta_frame(frames[1])
     assert all(torch.equal(a, b) for a, b in zip(frames, before, strict=True))
     assert torch.allclose(out, net.conv(torch.relu(before[0])), atol=1e-6)
+
+
+def test_delta_frames_hand_on_kept_outputs_without_copies(teachers):
+    """After an inference key frame, a `zero` layer's delta output is its kept key output itself
+    (no copy: the key frame's tensors are guarded from the in-place activations) unless the
+    network changes it in place; what the caller gets is never a kept tensor."""
+    teacher = teachers("deeplabv3")
+    model = _model(teacher, replay=False)
+    frames = _frames(torch.contiguous_format)
+    handed = {}
+    for layer, conv in model.delta_convs():
+        if layer.path in ZEROS:
+            conv.register_forward_hook(
+                lambda m, a, out, p=layer.path: handed.__setitem__(p, (out, m.z_key))
+            )
+    with torch.inference_mode():
+        model.key_frame(frames[0])
+        handed.clear()
+        out = model.delta_frame(frames[1])
+        again = model.delta_frame(frames[1])
+    assert set(handed) == ZEROS
+    # a layer whose output the network changes in place (`out += identity`) must copy it
+    plain = {layer.path for layer, conv in model.delta_convs() if not conv.copy_cache} & ZEROS
+    assert plain and all(handed[p][0] is handed[p][1] for p in plain)
+    assert all(handed[p][0] is not handed[p][1] for p in ZEROS - plain)
+    assert torch.equal(out, again)  # nothing kept was written into by the first delta frame

@@ -64,8 +64,9 @@ class FrameState:
     the model shares with its layers and sets once per frame."""
 
     phase: Phase = Phase.KEY
-    # Whether the network's in-place activations are on (inference delta frames): then a
-    # delta output must never be the cached tensor itself.
+    # Whether a delta output must never be the cached tensor itself: in-place activations are
+    # on (an inference delta frame) and the key frame's tensors are not known to guard them
+    # (its key frame ran outside inference mode).
     fresh_output: bool = False
     # Input changes a - a_k of this frame, shared by the layers that read the same input
     # against the same key (ASPP's parallel branches).
@@ -277,6 +278,8 @@ class DeltaModel(nn.Module):
         # (`nas.delta.replay`; set by `nas.build_student` for specs with `zero` blocks).
         self.replay: Replay | None = None
         self._key_shape: tuple[int, ...] | None = None
+        # Storages of what the last key frame kept, if it ran in inference mode (`_run`).
+        self._key_kept: set[int] | None = None
         # The layers, looked up once, and the frame state they share (set once per frame).
         self._convs = [(layer, net.get_submodule(layer.path)) for layer in self.layers]
         self.frame = FrameState()
@@ -335,7 +338,7 @@ class DeltaModel(nn.Module):
         if phase is Phase.KEY:
             return self.replay.recording(self.net, check=check, kept=kept)
         if phase is Phase.DELTA and inplace:
-            return self.replay.replaying(self.net)
+            return self.replay.replaying(self.net, fresh=self.frame.fresh_output)
         return contextlib.nullcontext()
 
     @contextlib.contextmanager
@@ -371,15 +374,20 @@ class DeltaModel(nn.Module):
         inference_key = (
             phase is Phase.KEY and torch.is_inference_mode_enabled() and not self.per_frame
         )
-        # Never written in place: the frame itself (the caller's), and on a key frame what the
-        # layers keep for the delta frames (filled as the frame runs).
+        # Never written in place: the frame itself (the caller's), and what an inference key
+        # frame keeps for the delta frames (filled as it runs); so a delta frame may hand the
+        # kept tensors on as they are, with no copy.
         guarded = {storage(x)} if inplace or inference_key else None
         kept = guarded if inference_key else None
+        if phase is Phase.KEY:
+            self._key_kept = kept
+        elif inplace and self._key_kept is not None:
+            guarded |= self._key_kept
         for sub in self._inplace:
             sub.inplace = inplace
         frame = self.frame
         frame.phase = phase
-        frame.fresh_output = inplace
+        frame.fresh_output = inplace and bool(self._inplace) and self._key_kept is None
         frame.shared_deltas = {} if inplace else None  # input changes shared within this frame
         frame.kept = kept
         frame.channels_last = is_channels_last(x)
@@ -392,7 +400,10 @@ class DeltaModel(nn.Module):
                 sub.inplace = False
             frame.shared_deltas = None
             frame.kept = None
-        return select_output(out, self.output_key)
+        out = select_output(out, self.output_key)
+        if inplace and self._key_kept and storage(out) in self._key_kept:
+            return out.clone()  # the caller's to change: never a tensor the key frame kept
+        return out
 
     def use_skipping(self, skip: TileSkip | None) -> DeltaModel:
         """Skip, on inference delta frames, the tiles whose input did not change (`nas.delta.tiles`;
@@ -450,6 +461,7 @@ class DeltaModel(nn.Module):
         if self.replay is not None:
             self.replay.clear()
         self._key_shape = None
+        self._key_kept = None
         for _, conv in self.delta_convs():
             conv.a_key = conv.z_key = conv.target = conv.target_input = None
             conv.pooled_key = conv.offset = conv.key_scale = None

@@ -120,15 +120,20 @@ class Replay:
         self._versions.clear()
 
     @contextmanager
-    def replaying(self, net: nn.Module):
-        """Within: each module with a kept output returns a copy of it (later operations of the
-        network may write into what they are given) without running."""
+    def replaying(self, net: nn.Module, *, fresh: bool = True):
+        """Within: each module with a kept output returns it without running: a copy where the
+        network changes it in place, or where `fresh` (in-place activations that nothing stops
+        from writing into it are on); the kept tensor itself otherwise."""
         swapped = []
         for path in self.paths:
             if path not in self.outputs:
                 continue
             module = net.get_submodule(path)
-            module.forward = lambda *args, _out=self.outputs[path], **kwargs: _copy(_out)
+            out = self.outputs[path]
+            if fresh or path in self.copied:
+                module.forward = lambda *args, _out=out, **kwargs: _copy(_out)
+            else:
+                module.forward = lambda *args, _out=out, **kwargs: _out
             swapped.append(module)
         try:
             yield self
