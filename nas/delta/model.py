@@ -94,8 +94,34 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return bilinear(x, size)
 
 
+# A layer's per-frame state: plain attributes, set on every frame. `nn.Module.__setattr__` looks
+# each name up among parameters, buffers and submodules first: ~400 such sets a key frame.
+_FRAME_STATE = frozenset(
+    {
+        "a_key",
+        "z_key",
+        "target",
+        "target_input",
+        "prediction",
+        "input_hw",
+        "forced",
+        "kept_less",
+        "pooled_key",
+        "offset",
+        "key_scale",
+        "_versions",
+    }
+)
+
+
 class DeltaConv(nn.Module):
     """One teacher conv (BN folded) in a delta model: exact on key frames, then z_k + g(a - a_k)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _FRAME_STATE:
+            self.__dict__[name] = value  # never a parameter, buffer or submodule
+        else:
+            super().__setattr__(name, value)
 
     def __init__(self, conv: nn.Conv2d, block: nn.Module) -> None:
         super().__init__()
