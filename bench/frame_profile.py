@@ -67,8 +67,7 @@ def main() -> None:
                 module(x)
         tables["teacher"] = by_operator(prof, len(frames))
         for form, linear in (("delta, recurrence", False), ("delta, linear", True)):
-            for _, conv in student.delta_convs():
-                conv.linear = linear
+            student.use_linear(linear)
             runner = DeltaRunner(student, interval=k, channels_last=True)
             for x in frames:
                 runner.step(x)

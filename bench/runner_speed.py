@@ -101,7 +101,7 @@ from nas.searching.make_spec import make_spec
 from nas.searching.options import SearchOptions
 from nas.searching.pipeline import prepare, search
 from nas.searching.tables import block_latencies, macs_table
-from nas.spec import Spec, load_spec, save_spec
+from nas.spec import DeltaForm, Spec, load_spec, save_spec
 from nas.student.build import build_student, idle_layers_of, teacher_for
 from nas.student.holdout import held_out_agreement
 from nas.student.speed import SPEED_TARGET, time_student, timing_frames
@@ -396,16 +396,6 @@ def label_of(spec: Spec) -> str:
 CLIPS = ("sample:carphone", "sample:bikes", "sample:bigbuckbunny")
 
 
-def key_extra_macs(spec: Spec, idle: set[str]) -> int:
-    """Multiply-adds the linear form adds to a key frame: c_k = z_k - g(a_k), one block call on
-    every layer that runs a block other than the conv itself on delta frames."""
-    return sum(
-        layer.macs
-        for layer in spec.layers
-        if layer.candidate not in ("full", NO_CHANGE) and layer.path not in idle
-    )
-
-
 def forms(thresholds: list[float]) -> dict[str, tuple[bool, TileSkip | None]]:
     """A delta frame's forms (`nas.delta.model.DeltaConv`): name -> (linear, skipping)."""
     found = {"recurrence": (False, None), "linear": (True, None)}
@@ -415,9 +405,7 @@ def forms(thresholds: list[float]) -> dict[str, tuple[bool, TileSkip | None]]:
 
 
 def set_form(student, linear: bool, skip: TileSkip | None) -> None:
-    for _, conv in student.delta_convs():
-        conv.linear = linear
-    student.use_skipping(skip)
+    student.use_linear(linear).use_skipping(skip)
 
 
 def forms_table(
@@ -447,7 +435,6 @@ def forms_table(
         teacher = teacher_for(spec, device=str(device))
         student = build_student(spec, teacher).to(device)
         interval = spec.keyframe_interval
-        extra = key_extra_macs(spec, idle_layers_of(spec, student))
         normalize = teacher.input_spec.normalize
         for clip in clips:
             stack = load_frames(open_video(clip, max_frames=4 * interval), size=spec.input_size)
@@ -464,10 +451,8 @@ def forms_table(
                     student, teacher, frames, interval, device=device, threads=threads,
                     channels_last=channels_last, rounds=rounds,
                 )  # fmt: skip
-                key_macs = spec.totals.teacher_macs + (extra if linear else 0)
-                ratio = spec.totals.teacher_macs / amortised(
-                    key_macs, spec.totals.delta_frame_macs, interval
-                )
+                form_spec = spec.in_form(DeltaForm.LINEAR if linear else DeltaForm.RECURRENCE)
+                ratio = spec.totals.teacher_macs / form_spec.totals.amortised_macs
                 ms = amortised(t["keyframe_s"], t["delta_frame_s"], interval) * 1e3
                 speedup = t["teacher_s"] * 1e3 / ms
                 print(

@@ -160,8 +160,23 @@ class BudgetRef(_Frozen):
 class Totals(_Frozen):
     teacher_macs: int = Field(ge=0)  # one full teacher frame (the key frame)
     delta_frame_macs: int = Field(ge=0)  # one frame between key frames
-    amortised_macs: float = Field(ge=0)  # (teacher + (K-1) * delta) / K
+    amortised_macs: float = Field(ge=0)  # (teacher + extra + (K-1) * delta) / K
     student_params: int = Field(ge=0)  # parameters of the student blocks
+    # What a key frame runs beyond the teacher: the blocks' c_k = z_k - g(a_k), in the linear
+    # form (`DeltaForm.LINEAR`); 0 in the recurrence.
+    keyframe_extra_macs: int = Field(default=0, ge=0)
+
+
+class DeltaForm(str, Enum):
+    """How a delta frame computes each layer (`nas.delta.model.DeltaConv`): the recurrence
+    z_k + g(a_t - a_k), or, g being linear, c_k + g(a_t) with c_k = z_k - g(a_k) computed on
+    every key frame (no subtraction pass on delta frames, one block call more on key frames)."""
+
+    RECURRENCE = "recurrence"
+    LINEAR = "linear"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Mode(str, Enum):
@@ -194,6 +209,7 @@ class Spec(_Frozen):
     search: SearchRecord = Field(default_factory=SearchRecord)
     seed: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
+    delta_form: DeltaForm = DeltaForm.RECURRENCE
 
     @model_validator(mode="after")
     def _mode_fits(self) -> Spec:
@@ -205,7 +221,37 @@ class Spec(_Frozen):
             raise ValueError(f"`zero` predicts nothing in {self.mode} mode: no layer may use it")
         if (self.mode == Mode.RESOLUTION) != (self.teacher_input_size is not None):
             raise ValueError("teacher_input_size is given exactly in resolution mode")
+        if self.mode != Mode.DELTA and self.delta_form != DeltaForm.RECURRENCE:
+            raise ValueError(f"a {self.mode} spec has no key frames: no linear form")
+        if self.totals.keyframe_extra_macs != self._keyframe_extra(self.delta_form):
+            raise ValueError(
+                f"totals.keyframe_extra_macs must be {self._keyframe_extra(self.delta_form)} "
+                f"in the {self.delta_form} form (the blocks' multiply-adds, on every key frame)"
+            )
         return self
+
+    def _keyframe_extra(self, form: DeltaForm) -> int:
+        """The multiply-adds a key frame adds in `form`: in the linear form, every layer that
+        runs a block (neither `full`, which reruns its conv, nor `zero`, which keeps z_k)."""
+        if form == DeltaForm.RECURRENCE:
+            return 0
+        return sum(layer.macs for layer in self.layers if layer.candidate not in ("full", "zero"))
+
+    def in_form(self, form: DeltaForm) -> Spec:
+        """The same student run in `form`, its totals counting what that form's key frame adds."""
+        extra = self._keyframe_extra(form)
+        totals = self.totals
+        amortised = totals.amortised_macs + (extra - totals.keyframe_extra_macs) / (
+            self.keyframe_interval
+        )
+        return self.model_copy(
+            update={
+                "delta_form": DeltaForm(form),
+                "totals": totals.model_copy(
+                    update={"keyframe_extra_macs": extra, "amortised_macs": amortised}
+                ),
+            }
+        )
 
     @property
     def interval(self) -> int | None:

@@ -483,6 +483,18 @@ def dashboard(run: Path = RUN) -> None:
     console.print(f"dashboard: {write_dashboard(run)}")
 
 
+def _other_form(spec) -> str:
+    """What the form not chosen measured, or why it was not timed."""
+    metrics = spec.metrics
+    if spec.delta_form == "linear":
+        return f"; the recurrence {metrics['speedup_recurrence']:.2f}x"
+    if "speedup_linear" in metrics:
+        return f"; the linear form {metrics['speedup_linear']:.2f}x"
+    if metrics.get("linear_form_fits") == 0.0:
+        return "; the linear form's key frames would go over the budget"
+    return ""
+
+
 def _print_speedup(spec) -> None:
     """The spec's measured speed-up over the teacher (delta mode), and a warning where most of
     its saving in multiply-adds is not saved in time on the search's device."""
@@ -496,7 +508,8 @@ def _print_speedup(spec) -> None:
         "measured end to end on the search's device: "
         f"{metrics['amortised_ms']:.4g} ms per frame amortised against the teacher's "
         f"{metrics['teacher_ms']:.4g} ms, {metrics['speedup']:.2f}x faster: "
-        f"{metrics['speedup_share']:.0%} of the {ratio:.2f}x fewer multiply-adds"
+        f"{metrics['speedup_share']:.0%} of the {ratio:.2f}x fewer multiply-adds "
+        f"(delta frames in the {spec.delta_form} form{_other_form(spec)})"
     )
     if metrics["speedup_share"] < SPEED_TARGET:
         console.print(

@@ -143,9 +143,9 @@ class DeltaConv(nn.Module):
         self.pooled_key: torch.Tensor | None = None  # pool(a_k), for a block that pools first
         # c_k = z_k - g(a_k), kept by an inference key frame in the linear form (`linear`).
         self.offset: torch.Tensor | None = None
-        # Inference in the linear form z_t = c_k + g(a_t) (see `_keep_for_inference`). Off by
-        # default: the cost model does not count the block call it adds to every key frame
-        # yet, so the recurrence z_k + g(a_t - a_k) is what a spec's multiply-adds describe.
+        # Inference in the linear form z_t = c_k + g(a_t) (see `_keep_for_inference`), which a
+        # spec chooses (`nas.spec.DeltaForm`, counting its key frame's block call); off: the
+        # recurrence z_k + g(a_t - a_k). Set by `DeltaModel.use_linear`.
         self.linear = False
         # Delta frames at inference skip the tiles whose input did not change (`nas.delta.tiles`),
         # running the block's convs `tiled` (None: the block runs densely).
@@ -437,6 +437,15 @@ class DeltaModel(nn.Module):
         for _, conv in self.delta_convs():  # per-frame modes have no key frame to skip from
             conv.skip = skip
             conv.tiled = None if skip is None or self.per_frame else tiled_convs(conv.block)
+        self.clear()
+        return self
+
+    def use_linear(self, linear: bool) -> DeltaModel:
+        """Run inference delta frames in the linear form c_k + g(a_t) (False: the recurrence
+        z_k + g(a_t - a_k)); the same outputs. Caches are dropped: the next frame must be a key
+        frame."""
+        for _, conv in self.delta_convs():
+            conv.linear = linear and not self.per_frame
         self.clear()
         return self
 

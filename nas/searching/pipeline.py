@@ -52,6 +52,7 @@ from nas.searching.supernet import (
 from nas.searching.tables import latency_table, macs_table
 from nas.searching.validation import validate
 from nas.spec import (
+    DeltaForm,
     Mode,
     Spec,
     save_spec,
@@ -318,6 +319,45 @@ def better_allocation(
     return other if knapsack else picks, found | {"allocation_knapsack": float(knapsack)}
 
 
+def choose_form(
+    spec: Spec,
+    student: DeltaModel,
+    run: Prepared,
+    frames: list[torch.Tensor],
+    recurrence: dict[str, float],
+) -> tuple[DeltaForm, dict[str, float]]:
+    """The form a delta spec ships in (`nas.spec.DeltaForm`), and its measured figures.
+
+    `recurrence` holds the recurrence's figures (`nas.student.speed.speedup_metrics`). The
+    linear form saves each delta frame a subtraction pass and costs each key frame one call of
+    every block: it is timed the same way (the teacher beside it), and chosen where its
+    measured speed-up is the larger and its multiply-adds, key frames' extra calls counted,
+    still meet a multiply-add budget (a latency budget: its time, faster, does). The figures of
+    both are kept (`speedup_recurrence`, `speedup_linear`, `linear_form_fits`)."""
+    linear = spec.in_form(DeltaForm.LINEAR)
+    fits = run.budget.kind is CostKind.LATENCY or (linear.totals.amortised_macs <= run.budget.value)
+    found = {
+        "speedup_recurrence": recurrence["speedup"],
+        "linear_form_fits": float(fits),
+    }
+    if not fits or linear.totals.keyframe_extra_macs == 0:
+        return DeltaForm.RECURRENCE, found
+    timed = measure_speedup(
+        student.use_linear(True),
+        run.teacher,
+        frames,
+        spec.keyframe_interval,
+        spec.totals.teacher_macs / linear.totals.amortised_macs,
+        device=run.device,
+        threads=run.threads,
+        channels_last=run.channels_last,
+    )
+    found["speedup_linear"] = timed["speedup"]
+    if timed["speedup"] <= recurrence["speedup"]:
+        return DeltaForm.RECURRENCE, found
+    return DeltaForm.LINEAR, found | timed
+
+
 def search(
     options: SearchOptions,
     *,
@@ -429,9 +469,13 @@ def search(
                 threads=run.threads,
                 channels_last=run.channels_last,
             )
+        form, measured = choose_form(spec_of(picks, {}), build(picks), run, frames, metrics)
+        metrics |= measured
     metrics |= validate(net, run.teacher, run.val_batches(), picks)
     if run.limit is not None and run.limit.relative is not None:  # what `2x` was a fraction of
         metrics["max_latency_teacher_ms"] = run.limit.value / run.limit.relative.fraction * 1e3
     spec = spec_of(picks, metrics)
+    if options.interval is not None:
+        spec = spec.in_form(form)
     save_spec(spec, out / "spec.json")
     return RunResult(spec, out, outcome.log, net.probabilities())

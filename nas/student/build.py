@@ -20,7 +20,7 @@ from nas.delta.liveness import NO_CHANGE, idle_layers, layer_sources, read_wirin
 from nas.delta.model import DeltaModel
 from nas.delta.replay import replay_for
 from nas.graph.layers import layer_graph
-from nas.spec import LayerShape, Mode, Spec, load_spec
+from nas.spec import DeltaForm, LayerShape, Mode, Spec, load_spec
 from nas.teachers import Teacher, load_teacher
 from nas.teachers.weights import load_into, read_state_dict
 from search_spaces import InputStats, build_candidate
@@ -102,6 +102,7 @@ def build_student(
     picks = {layer.path: layer.candidate for layer in spec.layers}
     if NO_CHANGE in picks.values() and not model.per_frame:  # what zeros leave need not run
         model.use_replay(replay_for(model, read_wiring(model, tuple(spec.input_size)), picks))
+    model.use_linear(spec.delta_form == DeltaForm.LINEAR)
     return model.eval()
 
 
