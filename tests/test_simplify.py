@@ -112,12 +112,16 @@ def test_rewrites_match_onnxruntime(tmp_path):
     _model(path)
     module, _, rewrites = convert_onnx(path)
     ops = _ops(module)
-    assert ops.count("Conv2d") == 4 and ops.count("hardswish") == 2
+    assert ops.count("Conv2d") == 4 and ops.count("Hardswish") == 2
     assert "BatchNorm2d" not in ops and "ReLU6" not in ops and "OnnxClip" not in ops
     # left: the network's Add of the two branches, and the 3x3 conv's shift (its zero padding
     # must see the constant as the file does)
     assert ops.count("OnnxBinaryMathOperation") + ops.count("add") == 2, ops
     assert rewrites == 3 + 2 + 2  # BN, Mul, Add into c0; two hard-swishes; two affines
+    # the first hard-swish alone reads conv c0's output: it runs in place; the second reads
+    # the network's Add: not
+    swishes = [m for m in module.modules() if isinstance(m, nn.Hardswish)]
+    assert [m.inplace for m in swishes] == [True, False]
     x = RNG.normal(size=(1, 3, 16, 16)).astype(np.float32) * 3
     with torch.no_grad():
         got = module(torch.from_numpy(x)).numpy()
@@ -130,7 +134,7 @@ def test_nothing_that_is_not_exact(tmp_path):
     _model(path, divisor=5.0, second_reader=True)
     module, _, _ = convert_onnx(path)
     ops = _ops(module)
-    assert "hardswish" not in ops[:6] and ops.count("hardswish") == 1
+    assert "Hardswish" not in ops[:6] and ops.count("Hardswish") == 1
     assert "BatchNorm2d" in ops
     x = RNG.normal(size=(1, 3, 16, 16)).astype(np.float32)
     with torch.no_grad():
@@ -172,4 +176,4 @@ def test_ppocr_is_rewritten_and_named_so():
     teacher = load_teacher("ppocrv4_det")
     assert teacher.weights_id.endswith(f"+{SIMPLIFY_TAG}")
     ops = _ops(teacher.module)
-    assert ops.count("hardswish") == 24 and "ReLU6" not in ops and ops.count("Conv2d") == 62
+    assert ops.count("Hardswish") == 24 and "ReLU6" not in ops and ops.count("Conv2d") == 62
