@@ -19,9 +19,6 @@ cheap its convs are.
    (`conv(s h + b) = (s W) h + b sum(W) + bias`); otherwise one Add(h, b / s) stays (s nonzero):
    with zero padding the constant must pass through the pad as the original does.
 
-Then `activations_in_place(gm)` lets each activation that alone reads a conv's output run in
-place, which changes no value (U²-Net-p's 112 ReLUs: its frame 9% faster on 2 CPU cores).
-
 Every rewrite is exact up to float rounding; the folded modules are the graph's own (onnx2torch
 makes one per node), changed in place. The conv modules keep their names, so a teacher's layers
 (`nas.graph.layers`) are the same convs as before.
@@ -203,7 +200,7 @@ def _hardswish(gm: fx.GraphModule, node: fx.Node) -> bool:
         if inner is None or inner[0] is not x or not _equals(inner[1], 3.0):
             continue
         name = f"{node.name}_hardswish"
-        gm.add_submodule(name, nn.Hardswish())  # a module: a delta model toggles its `inplace`
+        gm.add_submodule(name, nn.Hardswish())
         with gm.graph.inserting_before(node):
             fused = gm.graph.call_module(name, (x,))
         node.replace_all_uses_with(fused)
@@ -250,31 +247,6 @@ def _fold_into_readers(gm: fx.GraphModule, node: fx.Node) -> bool:
     gm.graph.erase_node(add)
     gm.graph.erase_node(node)
     return True
-
-
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.SiLU, nn.Hardsigmoid)
-
-
-def activations_in_place(gm: fx.GraphModule) -> int:
-    """Let each activation module whose input is a conv's output that nothing else reads run in
-    place (a full-size allocation fewer per call; the output is the same). A delta model turns
-    them off wherever they could write into what a key frame keeps (`nas.delta.model`). The
-    number of activations so marked."""
-    calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
-    marked = 0
-    for node in gm.graph.nodes:
-        module = _module(gm, node)
-        if not isinstance(module, _ACTIVATIONS) or module.inplace or calls[node.target] != 1:
-            continue
-        source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
-        if (
-            isinstance(source, fx.Node)
-            and isinstance(_module(gm, source), nn.Conv2d)
-            and len(source.users) == 1
-        ):
-            module.inplace = True
-            marked += 1
-    return marked
 
 
 def simplify(gm: fx.GraphModule) -> int:

@@ -25,7 +25,7 @@ import torch
 from nas.core.errors import NasError
 from nas.core.packaged import packaged_file
 from nas.core.torchvision_compat import ensure_torchvision_importable
-from nas.graph.simplify import SIMPLIFY_TAG, activations_in_place, simplify
+from nas.graph.simplify import SIMPLIFY_TAG, simplify
 from nas.teachers.base import (
     UNIT_RANGE,
     InputSpec,
@@ -96,9 +96,7 @@ def convert_onnx(path: str | Path) -> tuple[torch.nn.Module, tuple[int, int] | N
         reason = f"{type(exc).__name__}: {str(exc)[:160]}"
         raise NasError(f"cannot convert ONNX file '{path}' to PyTorch ({reason})") from exc
     module.eval()
-    rewrites = simplify(module)
-    activations_in_place(module)  # changes no value: not a rewrite the weights id names
-    return module, _static_hw(model), rewrites
+    return module, _static_hw(model), simplify(module)
 
 
 def onnx_teacher(
