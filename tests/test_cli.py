@@ -68,7 +68,8 @@ def test_teachers_table(run_nas):
         "deeplabv3" in rows["deeplabv3_mobilenet_v3_large"]
         and "10.436" in rows["deeplabv3_mobilenet_v3_large"]
     )
-    assert "1,171,464" in rows["ppocrv4_det"] and "prob_map" in rows["ppocrv4_det"]
+    # as converted and simplified: its batch norms folded into conv biases (1,171,464 as read)
+    assert "1,171,424" in rows["ppocrv4_det"] and "prob_map" in rows["ppocrv4_det"]
 
 
 def test_per_layer_with_latency_and_budget(run_nas):
