@@ -16,8 +16,9 @@ the key frame repeated every K, 1: the teacher; every column against the same de
 agreement with the teacher over all frames, and temporal consistency TC.
 
 `--mode perframe` or `resolution` runs the per-frame modes instead (no key frames, nothing to
-calibrate: the searched and trained rows, with the same baselines; R is against the key frame
-repeated every K', the cheap answer at the same cost).
+calibrate: the searched and trained rows, with the same baselines; R on every frame, against
+the teacher on smaller frames at the same cost, the cheap answer of their kind: 0 is it, 1 the
+teacher).
 
 Every stage is saved in `--out` (the search's run folder, the calibrated weights, the training
 checkpoint, each clip's scores) and skipped when found, so an interrupted run resumes:
@@ -42,7 +43,7 @@ from nas.searching.options import SearchOptions
 from nas.searching.pipeline import prepare, search
 from nas.spec import load_spec
 from nas.student.build import build_student, load_student_weights
-from nas.student.compare import BASELINES, Student, baseline_columns, compare
+from nas.student.compare import BASELINES, Student, baseline_columns, compare, r_reference
 from nas.student.train import (
     TrainConfig,
     calibrate_student,
@@ -152,6 +153,7 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
     if "uniform" in cheap:
         cheap["uniform"].name = f"uniform student (f={about['uniform_fraction']:.3f})"
     columns = [cheap[key] for key in BASELINES if key in cheap]
+    reference = r_reference(spec, cheap)  # per-frame modes: the low-res teacher
     columns.append(Student("searched", student(), interval))
     if delta:
         columns.append(Student("searched + calibrated", student(calibrated_path), interval))
@@ -164,12 +166,14 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
         if found.is_file():
             scores = json.loads(found.read_text())
         else:
+            copies = [copy.copy(c) for c in columns]
             scores = compare(
                 run.teacher,
-                [copy.copy(c) for c in columns],
+                copies,
                 [frames],
                 interval=interval or int(about["repeat_interval"]),
                 device=device,
+                reference=next((c for c in copies if reference and c.name == reference.name), None),
             )
             atomic_write_text(found, json.dumps(scores, indent=1) + "\n")
         for name, values in scores.items():
@@ -178,7 +182,8 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
     print(
         f"\n{teacher} at {size}, {fraction:.3g} of the teacher's amortised multiply-adds "
         f"({cost / 1e9:.3f} GMACs), {f'K={interval}' if delta else args.mode + ' mode'}; "
-        f"CPU minutes {minutes}"
+        f"CPU minutes {minutes}; R: 0 is "
+        f"{'the ' + reference.name if reference else 'the key frame repeated'}, 1 the teacher"
     )
     print(f"{'clip':18} {'column':42} {'R':>7} {'agree':>7} {'TC':>7}")
     for row in rows:

@@ -248,3 +248,60 @@ def test_compare_scores_on_one_scale(run, sequences):
     r = scores["student"]["r"]
     assert r == pytest.approx(by_hand.compute(), abs=1e-6)
     assert 0 < r < 1  # some of the change, not all of it
+
+
+def test_compare_against_another_reference(run, sequences):
+    """With a column as the reference (the per-frame modes' low-res teacher), that column
+    scores R = 0 exactly, the teacher R = 1, and a third column's R is 1 - its squared error
+    over the reference's, summed over every frame (checked by hand)."""
+    from nas.student.compare import LowRes
+
+    lowres = LowRes(run.teacher, (32, 48))
+    repeated = Repeated(2)
+    scores = compare(
+        run.teacher,
+        [lowres, TeacherColumn(), repeated],
+        sequences,
+        interval=3,
+        device=torch.device("cpu"),
+        reference=lowres,
+    )
+    assert scores[lowres.name]["r"] == 0.0 and scores["the teacher"]["r"] == 1.0
+    err = {"lowres": 0.0, "repeat": 0.0}
+    for frames in sequences:
+        repeated.reset()
+        for frame in frames:
+            x = run.teacher.input_spec.normalize(frame[None].float())
+            with torch.no_grad():
+                y = run.teacher(x)
+                err["lowres"] += float((lowres(x, y) - y).pow(2).sum())
+                err["repeat"] += float((repeated(x, y) - y).pow(2).sum())
+    expected = 1 - err["repeat"] / err["lowres"]
+    assert scores[repeated.name]["r"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_per_frame_r_is_against_the_lowres_teacher(sequences):
+    """A per-frame student's held-out metrics measure R against the teacher on smaller frames
+    at its cost (which scores 0 exactly), and say so (`baseline_r_reference` 1)."""
+    from nas.student.compare import baseline_metrics
+
+    options = TINY_SEARCH | {
+        "budget": "60%",
+        "mode": "perframe",
+        "teacher": "tests.test_baselines:build_moving",
+    }
+    run = prepare(SearchOptions(**options))
+    spec = _spec(run, _by_cost(run, 2))
+    metrics = baseline_metrics(
+        run.teacher,
+        spec,
+        build_student(spec, run.teacher),
+        run.layers,
+        sequences,
+        stats=None,
+        size=run.size,
+        device=torch.device("cpu"),
+    )
+    assert metrics["baseline_r_reference"] == 1.0
+    assert metrics["baseline_lowres_r"] == 0.0
+    assert metrics["heldout_r"] != 0.0 and "baseline_repeat_r" in metrics

@@ -416,8 +416,16 @@ def _print_baselines(metrics: dict) -> None:
         r, agreement = metrics.get(f"{key}_r"), metrics.get(f"{key}_agreement")
         return f"R {_cell(r) if r is not None else '-'}, agreement {_cell(agreement)}"
 
-    console.print(f"on held-out frames, the trial's student: {scores('heldout')}")
     said = {k[len("baseline_") :]: v for k, v in metrics.items() if k.startswith("baseline_")}
+    zero = (
+        CHEAP_NAMES["lowres"].format(**said)
+        if said.get("r_reference") == 1.0
+        else "repeating the key frame"
+    )
+    console.print(
+        f"on held-out frames, the trial's student: {scores('heldout')} "
+        f"(R: 0 is {zero}, 1 the teacher)"
+    )
     for key in BASELINES:
         if f"{key}_agreement" in said:
             name = CHEAP_NAMES[key].format(**said)

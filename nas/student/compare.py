@@ -106,18 +106,24 @@ def compare(
     interval: int,
     device: torch.device,
     on_frame: Callable[[int], None] | None = None,
+    reference: Column | None = None,
 ) -> dict[str, dict[str, float | None]]:
     """Score every column on every frame of `sequences` (each an iterable of uint8 3 x H x W
     frames at the teacher's size, in time order); see the module docstring. Returns, per column
-    name, `r` (None: the teacher's output never moved), `agreement` and `tc`."""
+    name, `r` (None: the teacher's output never moved), `agreement` and `tc`.
+
+    `reference`: the column R is measured against (R 0), by default the key frame repeated every
+    `interval`; one of `columns` (the per-frame modes' low-res teacher) is run once."""
     kind, classes = teacher.output_kind, teacher.num_classes
-    reference = Repeated(interval)
+    reference = reference or Repeated(interval)
+    shared = any(reference is c for c in columns)
     scores = {
         c.name: _Scores(StreamScores(kind), TemporalConsistency(kind, classes)) for c in columns
     }
     seen = 0
     for frames in sequences:
-        reference.reset()
+        if not shared:
+            reference.reset()
         for column in columns:
             column.reset()
         previous = None
@@ -126,8 +132,8 @@ def compare(
             x = teacher.input_spec.normalize(frame[None].to(device).float())
             with torch.inference_mode():
                 y_teacher = teacher(x)
-                y_ref = reference(x, y_teacher)
                 outputs = {c.name: c(x, y_teacher) for c in columns}
+                y_ref = outputs[reference.name] if shared else reference(x, y_teacher)
             flow = None
             if previous is not None and kind is not OutputKind.IMAGE_LOGITS:
                 flow = dis_flow(previous[0], image, preset=next(iter(scores.values())).tc.preset)
@@ -203,13 +209,19 @@ def baseline_metrics(
     `heldout_r`, `heldout_agreement`, and per baseline `baseline_<key>_r` and
     `baseline_<key>_agreement`, with what each baseline is (`repeat_interval`, `lowres_h` and
     `lowres_w`, `uniform_fraction`). R is against the key frame repeated every K of the
-    student (every K' in the per-frame modes, which have no key frames of their own). All values
-    are numbers."""
+    student; in the per-frame modes, which have no key frames of their own, against the low-res
+    teacher at the same cost (`r_reference` says which: 0 the repeated key frame, 1 the low-res
+    teacher). All values are numbers."""
     columns, about = baseline_columns(teacher, spec, layers, stats=stats, size=size, device=device)
     mine = Student("student", student, spec.interval)
-    reference = spec.interval or int(about["repeat_interval"])
+    reference = r_reference(spec, columns)
     found = compare(
-        teacher, [mine, *columns.values()], sequences, interval=reference, device=device
+        teacher,
+        [mine, *columns.values()],
+        sequences,
+        interval=spec.interval or int(about["repeat_interval"]),
+        device=device,
+        reference=reference,
     )
     metrics: dict[str, float] = {}
     for key, column in (("heldout", mine), *((f"baseline_{k}", c) for k, c in columns.items())):
@@ -217,7 +229,15 @@ def baseline_metrics(
             value = found[column.name][name]
             if value is not None:
                 metrics[f"{key}_{name}"] = value
+    about["r_reference"] = float(reference is not None)
     return metrics | {f"baseline_{k}": v for k, v in about.items()}
+
+
+def r_reference(spec: Spec, columns: dict[str, Column]) -> Column | None:
+    """The column R is measured against for `spec`: None (the key frame repeated every K) in
+    delta mode; the low-res teacher at the same cost in the per-frame modes, where it is the
+    cheap answer of their kind (0: it, 1: the teacher), if one fits the cost."""
+    return columns.get("lowres") if spec.interval is None else None
 
 
 # R within this of another's is a tie (an all-`zero` student repeats its key frame, whose output
