@@ -119,7 +119,7 @@ def test_spec_for_another_teacher_is_refused(tmp_path):
             )
         }
     )
-    with pytest.raises(NasError, match=r"converted by an earlier version .*search again"):
+    with pytest.raises(NasError, match=r"converted by another version .*search again"):
         build_student(converted, other)
     wrong_size = spec.model_copy(update={"input_size": (32, 48)})
     with pytest.raises(NasError, match=r"layer stem\.0 of teacher .* has shape"):

@@ -38,7 +38,7 @@ def check_teacher(spec: Spec, teacher: Teacher) -> None:
         now, _, now_how = teacher.weights_id.partition("+")
         if made == now:  # the same file, converted by another version of the rewrite
             raise NasError(
-                f"the spec was made on {spec.teacher.name} as converted by an earlier version "
+                f"the spec was made on {spec.teacher.name} as converted by another version "
                 f"of the toolkit ({made_how or 'as read'}, now {now_how or 'as read'}), whose "
                 "convs differ: search again"
             )
