@@ -25,6 +25,8 @@ checkpoint, each clip's scores) and skipped when found, so an interrupted run re
 
     python bench/quality.py                                  # every real teacher, 1/2 and 1/3
     python bench/quality.py --teachers u2netp:320x320 --fractions 0.5
+    python bench/quality.py --teachers ppocrv4_det:480x640 --fractions 0.5 -k 6 --spec S.json \
+        --out results/bench-quality-variant      # a spec made elsewhere (or by hand), scored alike
 """
 
 from __future__ import annotations
@@ -94,7 +96,12 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
         update={"keyframe_interval": interval or 3, "out": str(folder / "search")}
     )
     run = prepare(options)
-    if not (folder / "search" / "spec.json").is_file():
+    found = folder / "search" / "spec.json"
+    if args.spec and not found.is_file():  # a given spec in place of the search
+        found.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(found, load_spec(args.spec).to_json())
+        atomic_write_text(folder / "search.minutes", "0\n")
+    if not found.is_file():
         print(f"[{folder.name}] searching ({args.steps} steps)", flush=True)
     search_minutes = _timed(folder, "search", lambda: search(options, prepared=run))
     spec = load_spec(folder / "search" / "spec.json")
@@ -206,6 +213,11 @@ def main() -> None:
         "--calibrate-per-layer",
         action="store_true",
         help="judge each layer's refit by the output's R and undo it alone where R drops",
+    )
+    parser.add_argument(
+        "--spec",
+        help="score this spec (its teacher, size and K) in place of a search's: one teacher, "
+        "one fraction, -k its interval",
     )
     parser.add_argument("--max-frames", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
