@@ -141,10 +141,12 @@ def _fold_into_conv(gm: fx.GraphModule, node: fx.Node) -> bool:
     channels = conv.out_channels
     module = _module(gm, user)
     if type(module) is nn.BatchNorm2d and not module.training and module.track_running_stats:
-        scale = module.weight / torch.sqrt(module.running_var + module.eps)
+        gamma = module.weight if module.affine else torch.ones_like(module.running_var)
+        beta = module.bias if module.affine else torch.zeros_like(module.running_mean)
+        scale = gamma / torch.sqrt(module.running_var + module.eps)
         bias = _with_bias(conv)
         conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        bias.copy_((bias - module.running_mean) * scale + module.bias)
+        bias.copy_((bias - module.running_mean) * scale + beta)
     else:
         kind = _binary(gm, user)
         split = _split(gm, user) if kind in (_ADD, _MUL) else None
