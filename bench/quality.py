@@ -130,7 +130,9 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
 
     def train() -> None:
         model = student(calibrated_path if delta else None)
-        config = TrainConfig(steps=args.train_steps, checkpoint_every=25, seed=args.seed)
+        config = TrainConfig(
+            steps=args.train_steps, checkpoint_every=25, seed=args.seed, lr=args.lr
+        )
 
         def show(row) -> None:
             if row.val_r is not None or row.step % 25 == 0:
@@ -208,6 +210,7 @@ def main() -> None:
     parser.add_argument("--input-scale", type=float, default=0.75, help="resolution mode")
     parser.add_argument("--steps", type=int, default=150, help="search steps")
     parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=TrainConfig().lr, help="training's peak")
     parser.add_argument("--calibration-batches", type=int, default=16)
     parser.add_argument(
         "--calibrate-per-layer",
