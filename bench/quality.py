@@ -96,15 +96,15 @@ def point(teacher: str, size: str, fraction: float, args) -> list[dict]:
         update={"keyframe_interval": interval or 3, "out": str(folder / "search")}
     )
     run = prepare(options)
-    found = folder / "search" / "spec.json"
-    if args.spec and not found.is_file():  # a given spec in place of the search
-        found.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(found, load_spec(args.spec).to_json())
+    spec_path = folder / "search" / "spec.json"
+    if args.spec and not spec_path.is_file():  # a given spec in place of the search
+        spec_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(spec_path, load_spec(args.spec).to_json())
         atomic_write_text(folder / "search.minutes", "0\n")
-    if not found.is_file():
+    if not spec_path.is_file():
         print(f"[{folder.name}] searching ({args.steps} steps)", flush=True)
     search_minutes = _timed(folder, "search", lambda: search(options, prepared=run))
-    spec = load_spec(folder / "search" / "spec.json")
+    spec = load_spec(spec_path)
     device = run.device
 
     def student(weights: Path | None = None):
