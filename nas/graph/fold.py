@@ -35,9 +35,11 @@ def folded_conv(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm | None) -> 
             fused.weight.copy_(conv.weight)
             fused.bias.copy_(bias)
         else:
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+            beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+            scale = gamma / torch.sqrt(bn.running_var + bn.eps)
             fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-            fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+            fused.bias.copy_((bias - bn.running_mean) * scale + beta)
     return fused.eval()
 
 

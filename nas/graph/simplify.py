@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from nas.graph.fold import folded_conv
+
 # Named in the weights id of a teacher this rewrote: bump it when a rule changes what the convs
 # compute (a student made on one version's convs does not fit another's).
 SIMPLIFY_TAG = "simplify1"
@@ -115,13 +117,12 @@ def _per_channel(value: torch.Tensor, channels: int) -> torch.Tensor | None:
     ]
 
 
-def _conv(gm: fx.GraphModule, node: fx.Node) -> nn.Conv2d | None:
-    """The conv `node` calls, if no other node calls it (so it can be changed)."""
+def _conv(gm: fx.GraphModule, node: fx.Node, calls: Counter) -> nn.Conv2d | None:
+    """The conv `node` calls, if no other node calls it (`calls`: how many nodes call each
+    module), so it can be changed."""
     module = _module(gm, node)
-    if type(module) is nn.Conv2d and module.padding_mode == "zeros":
-        calls = getattr(gm, "_simplify_calls", None)
-        if calls is not None and calls[node.target] == 1:
-            return module
+    if type(module) is nn.Conv2d and module.padding_mode == "zeros" and calls[node.target] == 1:
+        return module
     return None
 
 
@@ -132,21 +133,18 @@ def _with_bias(conv: nn.Conv2d) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _fold_into_conv(gm: fx.GraphModule, node: fx.Node) -> bool:
+def _fold_into_conv(gm: fx.GraphModule, node: fx.Node, calls: Counter) -> bool:
     """Rule 1 at a conv node: fold the one node that reads it, if that is BN, Mul(c) or Add(d)."""
-    conv = _conv(gm, node)
+    conv = _conv(gm, node, calls)
     if conv is None or len(node.users) != 1:
         return False
     (user,) = node.users
     channels = conv.out_channels
     module = _module(gm, user)
     if type(module) is nn.BatchNorm2d and not module.training and module.track_running_stats:
-        gamma = module.weight if module.affine else torch.ones_like(module.running_var)
-        beta = module.bias if module.affine else torch.zeros_like(module.running_mean)
-        scale = gamma / torch.sqrt(module.running_var + module.eps)
-        bias = _with_bias(conv)
-        conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        bias.copy_((bias - module.running_mean) * scale + beta)
+        fused = folded_conv(conv, module)
+        conv.weight.copy_(fused.weight)
+        _with_bias(conv).copy_(fused.bias)
     else:
         kind = _binary(gm, user)
         split = _split(gm, user) if kind in (_ADD, _MUL) else None
@@ -214,7 +212,7 @@ def _hardswish(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 
 @torch.no_grad()
-def _fold_into_readers(gm: fx.GraphModule, node: fx.Node) -> bool:
+def _fold_into_readers(gm: fx.GraphModule, node: fx.Node, calls: Counter) -> bool:
     """Rule 3 at a Mul(h, s) node followed by Add(., b) that only convs read."""
     if _binary(gm, node) != _MUL or len(node.users) != 1:
         return False
@@ -228,7 +226,7 @@ def _fold_into_readers(gm: fx.GraphModule, node: fx.Node) -> bool:
     h, scale = split[0], float(split[1])
     shift = float(shifted[1])
     readers = list(add.users)
-    convs = [_conv(gm, r) for r in readers]
+    convs = [_conv(gm, r, calls) for r in readers]
     if not readers or None in convs:
         return False
     if any(r.args != (add,) or r.kwargs for r in readers):
@@ -253,25 +251,21 @@ def _fold_into_readers(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 def simplify(gm: fx.GraphModule) -> int:
     """Apply the three rules until none applies; the number of rewrites (0: `gm` unchanged)."""
-    gm._simplify_calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+    # No rule adds or removes a call of a conv, so the counts hold throughout.
+    calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     done = 0
-    try:
-        changed = True
-        while changed:
-            changed = False
-            for node in list(gm.graph.nodes):
-                if node.graph is not gm.graph:
-                    continue
-                if _module(gm, node).__class__ is nn.Conv2d:
-                    hit = _fold_into_conv(gm, node)
-                else:
-                    hit = _hardswish(gm, node) or _fold_into_readers(gm, node)
-                if hit:
-                    done += 1
-                    changed = True
-                    break  # the node list changed: walk it again
-    finally:
-        del gm._simplify_calls
+    changed = True
+    while changed:
+        changed = False
+        for node in list(gm.graph.nodes):
+            if _module(gm, node).__class__ is nn.Conv2d:
+                hit = _fold_into_conv(gm, node, calls)
+            else:
+                hit = _hardswish(gm, node) or _fold_into_readers(gm, node, calls)
+            if hit:
+                done += 1
+                changed = True
+                break  # the node list changed: walk it again
     if done:
         gm.graph.eliminate_dead_code()
         gm.graph.lint()
